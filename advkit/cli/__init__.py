@@ -1,0 +1,120 @@
+"""The ``advkit`` command line: thin sub-commands over the library.
+
+Known failures (`advkit.errors.AdvkitError`) print one line ``error: ...`` on stderr and exit
+non-zero; anything else does too, with the traceback only when ``ADVKIT_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+import advkit
+from advkit.cli._common import GlobalOptions, install_warning_printer
+from advkit.errors import AdvkitError
+
+try:  # typer >= 0.2x vendors its own click; older typer uses the click package
+    from typer import _click as click
+except ImportError:  # pragma: no cover
+    import click  # type: ignore[no-redef]
+
+
+def _debug() -> bool:
+    return os.environ.get("ADVKIT_DEBUG", "") not in ("", "0")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class AdvkitGroup(TyperGroup):
+    """Runs the command line and maps every failure to a single ``error:`` line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):  # noqa: ANN001
+        code = 0
+        try:
+            rv = super().main(
+                args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+            )
+            if isinstance(rv, int):
+                code = rv
+        except AdvkitError as exc:
+            if _debug():
+                traceback.print_exc()
+            sys.stderr.write(f"error: {_one_line(exc)}\n")
+            code = exc.exit_code
+        except click.exceptions.NoArgsIsHelpError as exc:
+            sys.stderr.write(exc.ctx.get_help() + "\n" if exc.ctx else "")
+            code = 2
+        except click.ClickException as exc:
+            sys.stderr.write(f"error: {_one_line(exc.format_message())}\n")
+            code = exc.exit_code
+        except (click.Abort, KeyboardInterrupt):
+            sys.stderr.write("error: interrupted\n")
+            code = 130
+        except Exception as exc:  # noqa: BLE001  (the one place that turns bugs into a line)
+            if _debug():
+                traceback.print_exc()
+            sys.stderr.write(
+                f"error: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                "(set ADVKIT_DEBUG=1 for the traceback)\n"
+            )
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=AdvkitGroup,
+    name="advkit",
+    help="Adversarial robustness toolkit: AdvFilter defense, Pasadena attack, datasets and benchmarks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"advkit {advkit.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bars or warnings.")] = False,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More detail.")] = 0,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    opts = GlobalOptions(device=device, seed=seed, json=json_out, verbosity=-1 if quiet else verbose)
+    ctx.obj = opts
+    install_warning_printer(opts)
+
+
+def _register_commands() -> None:
+    # Imported here so each command module stays importable on its own.
+    from advkit.cli import models_cmd
+
+    models_cmd.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

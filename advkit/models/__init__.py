@@ -1,0 +1,19 @@
+"""Classifier registry (`register_model`, `list_models`, `create_classifier`) and model zoo."""
+
+from advkit.models import zoo_classifiers as _zoo_classifiers  # noqa: F401  (registers models)
+from advkit.models.classifier import Classifier
+from advkit.models.factory import create_classifier
+from advkit.models.registry import ModelSpec, get_model_spec, list_models, register_model
+from advkit.models.weights import advkit_home, find_weights, load_state_dict_file
+
+__all__ = [
+    "Classifier",
+    "ModelSpec",
+    "advkit_home",
+    "create_classifier",
+    "find_weights",
+    "get_model_spec",
+    "list_models",
+    "load_state_dict_file",
+    "register_model",
+]

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+import advkit
+from advkit.cli import app
+
+runner = CliRunner()
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert advkit.__version__ in result.stdout
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "models" in result.stdout
+
+
+def test_models_json(weights_dir):
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)["models"]}
+    assert rows["resnet20"]["dataset"] == "cifar10"
+    assert rows["resnet20"]["weights"].endswith("resnet20.th")
+    assert rows["resnet50"]["input_size"] == [224, 224]
+
+
+def test_unknown_command_is_one_line():
+    result = runner.invoke(app, ["nosuch"])
+    assert result.exit_code != 0
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("error:")
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "advkit", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and advkit.__version__ in out.stdout

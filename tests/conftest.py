@@ -1,0 +1,82 @@
+"""Shared fixtures: the real data in ../shared/data, an isolated ADVKIT_HOME, CUDA skipping."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ADVKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+CIFAR_TEST = SHARED_DATA / "cifar10_test.npz"
+CIFAR_TRAIN = SHARED_DATA / "cifar10_train_5k.npz"
+WEIGHTS_DIR = SHARED_DATA / "weights"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests never touch the user's cache; CIFAR weights resolve from ../shared/data/weights.
+    home = REPO / ".pytest_cache" / "advkit_home"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["ADVKIT_HOME"] = str(home)
+    os.environ["ADVKIT_WEIGHTS_DIRS"] = str(WEIGHTS_DIR)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set ADVKIT_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return _require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def cifar_test_npz() -> Path:
+    return _require(CIFAR_TEST)
+
+
+@pytest.fixture(scope="session")
+def cifar_train_npz() -> Path:
+    return _require(CIFAR_TRAIN)
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    return _require(WEIGHTS_DIR)
+
+
+def first_per_class(y: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the first ``n`` images of each class, in class order (data/SOURCES.md)."""
+    return np.concatenate([np.where(y == c)[0][:n] for c in range(int(y.max()) + 1)])
+
+
+@pytest.fixture(scope="session")
+def cifar_first_1000(cifar_test_npz: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first 100 test images of each class as ([0,1] NCHW float, labels)."""
+    d = np.load(cifar_test_npz)
+    idx = first_per_class(d["y"], 100)
+    x = torch.from_numpy(d["x"][idx]).permute(0, 3, 1, 2).float().div(255)
+    return x, torch.from_numpy(d["y"][idx])
+
+
+@pytest.fixture(scope="session")
+def cifar_first_100(cifar_first_1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first 10 test images of each class."""
+    x, y = cifar_first_1000
+    idx = torch.cat([torch.nonzero(y == c).flatten()[:10] for c in range(10)])
+    return x[idx], y[idx]
