@@ -43,3 +43,7 @@ class CheckpointError(AdvkitError):
 
 class OutputExistsError(AdvkitError):
     """The output exists and neither --resume nor --overwrite was given."""
+
+
+class OutputError(AdvkitError):
+    """An output path that cannot be written (read-only folder, a directory in the way, disk full)."""
