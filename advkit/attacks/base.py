@@ -1,0 +1,81 @@
+"""The attack base class: attacks are plain ``nn.Module``s called as ``attack(images, labels)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advkit.precision import check_precision, precision_scope
+
+
+def as_eps_tensor(eps: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """eps as a float32 (B, 1, 1, 1) tensor on ``like``'s device; a scalar is broadcast to the batch."""
+    t = torch.as_tensor(eps, dtype=torch.float32, device=like.device)
+    if t.ndim == 0:
+        t = t.expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(f"eps must be a scalar or shape ({batch},), got {tuple(t.shape)}")
+    return t.view(batch, 1, 1, 1)
+
+
+def check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
+
+
+class Attack(nn.Module):
+    """Base of advkit's attacks.
+
+    Args:
+        model: classifier over [0, 1] NCHW images returning logits.
+        precision: ``fp32`` (strict), ``tf32`` or ``bf16`` for the model's forward/backward.
+        channels_last: run the model on channels_last tensors (faster convolutions on GPUs).
+
+    ``forward(images, labels)``: images (B, C, H, W) float in [0, 1], labels (B,) int64 (None:
+    the model's own predictions) → adversarial images, same shape, in [0, 1].
+    """
+
+    name = "attack"
+
+    def __init__(self, model: nn.Module, *, precision: str = "fp32", channels_last: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.precision = check_precision(precision)
+        self.channels_last = channels_last
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's fp32 logits for ``images`` computed in the attack's precision."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with precision_scope(self.precision, images.device):
+            out = self.model(images)
+        return out.float()
+
+    def input_gradient(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∇_x Σ CE(model(x), y), logits) for a detached ``images`` batch."""
+        x = images.detach().requires_grad_(True)
+        logits = self.logits(x)
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+        return grad, logits.detach()
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits(images).argmax(1)
+
+    def resolve_labels(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            return self.predict(images)
+        labels = torch.as_tensor(labels, device=images.device).long()
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        return labels
+
+    def config(self) -> dict[str, Any]:
+        """The attack's full configuration, as recorded in stores and results (JSON-able)."""
+        return {"name": self.name, "precision": self.precision, "channels_last": self.channels_last}

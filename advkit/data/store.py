@@ -1,0 +1,592 @@
+"""The HDF5 pair store, format version 1 (SPEC "HDF5 pair store").
+
+One file holds N rows; a row is (clean image, perturbation, label, eps):
+
+- ``clean`` uint8 (N, H, W, 3) and ``delta`` float16 (N, H, W, 3), with
+  ``adv = clip(clean / 255 + delta, 0, 1)``. float16 ``adv`` would be too coarse near 1.0 (step
+  4.9e-4 > the smallest AdvFilter radius 1e-4); a float16 *difference* keeps the round-trip error of
+  the adversarial image below 0.05 % of eps.
+- ``label``, ``source_index``, ``pred_clean``, ``pred_adv`` int64 (N,) (predictions −1 where not
+  computed), ``eps`` float32 (N,), ``done`` bool (N,).
+- Root attributes: ``advkit_format = "pairs"``, ``format_version = 1``, ``advkit_version``,
+  ``source``, ``model``, ``attack`` (JSON), ``seed``, ``class_names`` (JSON list), plus
+  ``precision``, ``config`` (JSON of everything that must match on resume) and ``complete``.
+
+Image datasets are chunked one row per chunk with gzip + shuffle, readable by any HDF5 reader.
+Writers flush the pixel rows before marking them ``done`` and write in SWMR mode, so a killed
+writer leaves a readable file whose ``done`` rows are all valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+import advkit
+from advkit.errors import StoreFormatError
+
+FORMAT_NAME = "pairs"
+FORMAT_VERSION = 1
+
+ROW_FIELDS: dict[str, np.dtype] = {
+    "label": np.dtype(np.int64),
+    "eps": np.dtype(np.float32),
+    "source_index": np.dtype(np.int64),
+    "pred_clean": np.dtype(np.int64),
+    "pred_adv": np.dtype(np.int64),
+    "done": np.dtype(np.bool_),
+}
+IMAGE_FIELDS: dict[str, np.dtype] = {"clean": np.dtype(np.uint8), "delta": np.dtype(np.float16)}
+REQUIRED_ATTRS = (
+    "advkit_format",
+    "format_version",
+    "advkit_version",
+    "source",
+    "model",
+    "attack",
+    "seed",
+    "class_names",
+)
+
+
+def quantize_delta(delta: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """Round a perturbation to float16 without leaving the L∞ ball.
+
+    Args:
+        delta: (N, ...) float perturbation.
+        eps: (N,) radii or None. Where rounding to the nearest float16 would make ``|delta|``
+            exceed eps, the value is moved one float16 step toward zero instead.
+    Returns: float16 tensor of the same shape.
+    """
+    d16 = delta.to(torch.float16)
+    if eps is None:
+        return d16
+    bound = eps.to(torch.float32).view(-1, *([1] * (delta.ndim - 1)))
+    over = d16.float().abs() > bound
+    if over.any():
+        toward_zero = torch.nextafter(d16, torch.zeros_like(d16))
+        d16 = torch.where(over, toward_zero, d16)
+    return d16
+
+
+def reconstruct_adv(clean_u8: np.ndarray | torch.Tensor, delta: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``clip(clean / 255 + delta, 0, 1)`` as float32 NCHW (or CHW for one row).
+
+    Args: clean uint8 (..., H, W, 3); delta float16 (..., H, W, 3).
+    """
+    clean_t = torch.as_tensor(np.asarray(clean_u8)).float().div_(255)
+    delta_t = torch.as_tensor(np.asarray(delta)).float()
+    adv = (clean_t + delta_t).clamp_(0, 1)
+    return adv.movedim(-1, -3).contiguous()
+
+
+def _json_attr(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _load_json_attr(f: h5py.File, name: str, path: Path) -> Any:
+    raw = f.attrs.get(name)
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    try:
+        return json.loads(raw)
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise StoreFormatError(f"{path}: attribute {name!r} is not valid JSON") from exc
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What a store's attributes say, decoded."""
+
+    path: Path
+    rows: int
+    image_shape: tuple[int, int, int]
+    rows_done: int
+    source: Any
+    model: Any
+    attack: Any
+    seed: int
+    class_names: list[str] | None
+    precision: str
+    complete: bool
+    advkit_version: str
+    config: Any
+
+
+def _validate(f: h5py.File, path: Path) -> None:
+    fmt = f.attrs.get("advkit_format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt is None:
+        raise StoreFormatError(f"{path} is an HDF5 file but not an advkit store (no 'advkit_format')")
+    if fmt != FORMAT_NAME:
+        raise StoreFormatError(f"{path} is an advkit {fmt!r} store, not a pair store")
+    version = int(f.attrs.get("format_version", -1))
+    if version != FORMAT_VERSION:
+        raise StoreFormatError(
+            f"{path} has pair-store format version {version}; this advkit reads version {FORMAT_VERSION}"
+        )
+    missing = [a for a in REQUIRED_ATTRS if a not in f.attrs]
+    if missing:
+        raise StoreFormatError(f"{path}: missing attributes {', '.join(missing)}")
+    fields = {**IMAGE_FIELDS, **ROW_FIELDS}
+    for name, dtype in fields.items():
+        if name not in f:
+            raise StoreFormatError(f"{path}: missing dataset {name!r}")
+        if f[name].dtype != dtype:
+            raise StoreFormatError(f"{path}: dataset {name!r} has dtype {f[name].dtype}, expected {dtype}")
+    n = f["clean"].shape[0]
+    if f["clean"].ndim != 4 or f["clean"].shape[-1] != 3 or f["delta"].shape != f["clean"].shape:
+        raise StoreFormatError(
+            f"{path}: clean {f['clean'].shape} and delta {f['delta'].shape} must both be (N, H, W, 3)"
+        )
+    for name in ROW_FIELDS:
+        if f[name].shape != (n,):
+            raise StoreFormatError(f"{path}: dataset {name!r} has shape {f[name].shape}, expected ({n},)")
+
+
+def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> h5py.File:
+    """Open an HDF5 file, turning "missing" and "not HDF5 / corrupt" into one-line `StoreFormatError`s."""
+    path = Path(path)
+    if mode == "r" and not path.is_file():
+        raise StoreFormatError(f"store not found: {path}")
+    try:
+        return h5py.File(path, mode, **kwargs)
+    except OSError as exc:
+        reason = str(exc).split("(")[0].strip() or "unreadable"
+        raise StoreFormatError(f"{path} is not a readable HDF5 file ({reason})") from exc
+
+
+class PairStore:
+    """Read-only access to a pair store (validated on open).
+
+    >>> store = PairStore("pairs.h5")
+    >>> clean, adv = store.images(slice(0, 8))   # float32 (8, 3, H, W) each, in [0, 1]
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, require_complete: bool = False) -> None:
+        self.path = Path(path)
+        self._file = open_h5(self.path, "r", swmr=True)
+        try:
+            _validate(self._file, self.path)
+            self.info = self._read_info()
+        except BaseException:
+            self._file.close()
+            raise
+        if require_complete and self.info.rows_done < self.info.rows:
+            self._file.close()
+            raise StoreFormatError(
+                f"{self.path} is incomplete: {self.info.rows_done} of {self.info.rows} rows done "
+                "(finish it with gen-adv --resume)"
+            )
+
+    def _read_info(self) -> StoreInfo:
+        f = self._file
+        names = _load_json_attr(f, "class_names", self.path)
+        attack = _load_json_attr(f, "attack", self.path)
+        source = _load_json_attr(f, "source", self.path)
+        model = f.attrs["model"]
+        model = model.decode() if isinstance(model, bytes) else str(model)
+        config = _load_json_attr(f, "config", self.path) if "config" in f.attrs else None
+        return StoreInfo(
+            path=self.path,
+            rows=int(f["clean"].shape[0]),
+            image_shape=tuple(int(s) for s in f["clean"].shape[1:]),  # type: ignore[arg-type]
+            rows_done=int(np.count_nonzero(f["done"][...])),
+            source=source,
+            model=model,
+            attack=attack,
+            seed=int(f.attrs["seed"]),
+            class_names=names,
+            precision=str(f.attrs.get("precision", "fp32")),
+            complete=bool(f.attrs.get("complete", False)),
+            advkit_version=str(f.attrs["advkit_version"]),
+            config=config,
+        )
+
+    def __len__(self) -> int:
+        return self.info.rows
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PairStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def field(self, name: str) -> np.ndarray:
+        """A whole per-row field (``label``, ``eps``, ``pred_adv``, ...) as a NumPy array."""
+        if name not in ROW_FIELDS:
+            raise KeyError(f"unknown row field {name!r}; fields: {', '.join(ROW_FIELDS)}")
+        return self._file[name][...]
+
+    def raw(self, rows: slice | Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(clean uint8 (n, H, W, 3), delta float16 (n, H, W, 3)) for the given rows."""
+        rows = _as_h5_index(rows)
+        return self._file["clean"][rows], self._file["delta"][rows]
+
+    def images(self, rows: slice | Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clean, adv) float32 (n, 3, H, W) in [0, 1] for the given rows."""
+        clean_u8, delta = self.raw(rows)
+        clean = torch.from_numpy(clean_u8).float().div_(255).permute(0, 3, 1, 2).contiguous()
+        return clean, reconstruct_adv(clean_u8, delta)
+
+    def eps_grid(self) -> list[float]:
+        """The distinct radii in the store, ascending."""
+        # float32 radii read back as e.g. 0.0010000000474974513; 7 significant digits is exact for float32
+        return sorted({float(f"{float(e):.7g}") for e in np.unique(self.field("eps"))})
+
+    def summary(self) -> dict[str, Any]:
+        """Shape, radii, provenance and accuracy before/after from the stored predictions."""
+        info = self.info
+        done = self.field("done")
+        label = self.field("label")
+        eps = self.field("eps")
+        pred_clean = self.field("pred_clean")
+        pred_adv = self.field("pred_adv")
+        per_eps = []
+        for e in self.eps_grid():
+            sel = done & (eps == np.float32(e))  # e round-trips to the same float32
+            row: dict[str, Any] = {"eps": e, "rows": int(sel.sum())}
+            lab = sel & (label >= 0)
+            if lab.any() and (pred_clean[lab] >= 0).all():
+                row["acc_clean"] = float((pred_clean[lab] == label[lab]).mean())
+            if lab.any() and (pred_adv[lab] >= 0).all():
+                row["acc_adv"] = float((pred_adv[lab] == label[lab]).mean())
+            if sel.any() and (pred_adv[sel] >= 0).all() and (pred_clean[sel] >= 0).all():
+                row["changed"] = float((pred_adv[sel] != pred_clean[sel]).mean())
+            per_eps.append(row)
+        return {
+            "path": str(info.path),
+            "rows": info.rows,
+            "rows_done": int(done.sum()),
+            "complete": info.complete,
+            "image_shape": list(info.image_shape),
+            "eps_grid": self.eps_grid(),
+            "model": info.model,
+            "attack": info.attack,
+            "source": info.source,
+            "seed": info.seed,
+            "precision": info.precision,
+            "classes": len(info.class_names) if info.class_names else None,
+            "advkit_version": info.advkit_version,
+            "per_eps": per_eps,
+        }
+
+
+def _as_h5_index(rows: slice | Sequence[int] | np.ndarray) -> slice | np.ndarray:
+    if isinstance(rows, slice):
+        return rows
+    arr = np.asarray(rows, dtype=np.int64)
+    if arr.ndim != 1:
+        raise ValueError(f"row indices must be 1-D, got shape {arr.shape}")
+    if arr.size and np.any(np.diff(arr) <= 0):
+        raise ValueError("row indices must be strictly increasing (h5py fancy indexing)")
+    return arr
+
+
+class PairStoreWriter:
+    """Create or resume a pair store and write rows into it.
+
+    ``config`` is the JSON-able description of everything that determines the rows (source,
+    selection, model, attack, radii, seed, precision); resuming with a different config is refused.
+    """
+
+    def __init__(self, path: Path, f: h5py.File) -> None:
+        self.path = path
+        self._file = f
+        self.rows = int(f["clean"].shape[0])
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        rows: int,
+        image_shape: tuple[int, int, int],
+        source: Any,
+        model: str,
+        attack: Any,
+        seed: int,
+        class_names: Sequence[str] | None,
+        precision: str,
+        config: Any,
+        extra_attrs: dict[str, Any] | None = None,
+    ) -> PairStoreWriter:
+        path = Path(path)
+        if len(image_shape) != 3 or image_shape[2] != 3:
+            raise ValueError(f"image_shape must be (H, W, 3), got {image_shape}")
+        f = open_h5(path, "w", libver="latest")
+        try:
+            chunk = (1, *image_shape)
+            for name, dtype in IMAGE_FIELDS.items():
+                f.create_dataset(
+                    name,
+                    shape=(rows, *image_shape),
+                    dtype=dtype,
+                    chunks=chunk if rows else None,
+                    compression="gzip" if rows else None,
+                    compression_opts=4 if rows else None,
+                    shuffle=bool(rows),
+                )
+            row_chunk = (max(1, min(rows, 1 << 14)),)
+            for name, dtype in ROW_FIELDS.items():
+                fill = -1 if name.startswith("pred") else 0
+                f.create_dataset(
+                    name, shape=(rows,), dtype=dtype, chunks=row_chunk if rows else None, fillvalue=fill
+                )
+            f.attrs["advkit_format"] = FORMAT_NAME
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["advkit_version"] = advkit.__version__
+            f.attrs["source"] = _json_attr(source)
+            f.attrs["model"] = model
+            f.attrs["attack"] = _json_attr(attack)
+            f.attrs["seed"] = int(seed)
+            f.attrs["class_names"] = _json_attr(list(class_names) if class_names is not None else None)
+            f.attrs["precision"] = precision
+            f.attrs["config"] = _json_attr(config)
+            f.attrs["complete"] = False
+            for key, value in (extra_attrs or {}).items():
+                f.attrs[key] = value if isinstance(value, (int, float, str, bool)) else _json_attr(value)
+            f.flush()
+            # SWMR orders metadata writes so that a killed writer leaves a consistent file.
+            f.swmr_mode = True
+        except BaseException:
+            f.close()
+            raise
+        return cls(path, f)
+
+    @classmethod
+    def resume(cls, path: str | os.PathLike[str], config: Any) -> PairStoreWriter:
+        """Reopen a partial store for writing; refuse if it was made with a different config."""
+        path = Path(path)
+        f = open_h5(path, "r+", libver="latest")
+        try:
+            _validate(f, path)
+            stored = _load_json_attr(f, "config", path) if "config" in f.attrs else None
+            if stored != json.loads(_json_attr(config)):
+                diff = _first_difference(stored, json.loads(_json_attr(config)))
+                raise StoreFormatError(
+                    f"{path} was started with different arguments ({diff}); "
+                    "rerun with the same arguments or use --overwrite"
+                )
+            f.swmr_mode = True
+        except BaseException:
+            f.close()
+            raise
+        return cls(path, f)
+
+    def done_mask(self) -> np.ndarray:
+        return self._file["done"][...]
+
+    def write_rows(
+        self,
+        start: int,
+        *,
+        clean: np.ndarray,
+        delta: np.ndarray,
+        label: np.ndarray,
+        eps: np.ndarray,
+        source_index: np.ndarray,
+        pred_clean: np.ndarray,
+        pred_adv: np.ndarray,
+    ) -> None:
+        """Write rows ``start .. start+n`` and mark them done after their pixels are flushed."""
+        n = len(clean)
+        if start < 0 or start + n > self.rows:
+            raise ValueError(f"rows {start}..{start + n} out of range for a store of {self.rows} rows")
+        sl = slice(start, start + n)
+        f = self._file
+        f["clean"][sl] = clean
+        f["delta"][sl] = delta
+        f["label"][sl] = label
+        f["eps"][sl] = eps
+        f["source_index"][sl] = source_index
+        f["pred_clean"][sl] = pred_clean
+        f["pred_adv"][sl] = pred_adv
+        f.flush()
+        f["done"][sl] = True
+        f.flush()
+
+    def finish(self) -> None:
+        """Mark the store complete (all rows done) and close it."""
+        done = self.done_mask()
+        path = self.path
+        self._file.close()
+        if not done.all():
+            raise StoreFormatError(f"{path}: {int((~done).sum())} rows are not done")
+        # SWMR files cannot take new attribute values; reopen plainly to stamp completion.
+        with open_h5(path, "r+") as f:
+            f.attrs["complete"] = True
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.') or 'config'}: stored {a!r}, now {b!r}"
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """A torch ``Dataset`` over a pair store's done rows: item = (adv, clean, label, eps).
+
+    adv and clean are float32 (3, H, W) in [0, 1]. The HDF5 file is opened lazily in each
+    DataLoader worker (h5py handles must not cross ``fork``).
+
+    Args:
+        path: the store. ``eps``: keep only rows with these radii (None: all).
+        rows: explicit row indices (overrides ``eps``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        eps: Sequence[float] | None = None,
+        rows: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        self.path = Path(path)
+        with PairStore(self.path) as store:
+            self.info = store.info
+            done = store.field("done")
+            if rows is not None:
+                idx = np.asarray(rows, dtype=np.int64)
+            else:
+                keep = done.copy()
+                if eps is not None:
+                    keep &= np.isin(store.field("eps"), np.asarray(eps, dtype=np.float32))
+                idx = np.flatnonzero(keep)
+            self.rows = idx
+            self.labels = store.field("label")[idx]
+            self.eps = store.field("eps")[idx]
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file = open_h5(self.path, "r", swmr=True)
+            self._pid = os.getpid()
+        return self._file
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+        row = int(self.rows[i])
+        f = self._h5()
+        clean_u8 = f["clean"][row]
+        delta = f["delta"][row]
+        clean = torch.from_numpy(clean_u8).float().div_(255).permute(2, 0, 1).contiguous()
+        adv = reconstruct_adv(clean_u8, delta)
+        return adv, clean, int(self.labels[i]), float(self.eps[i])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+
+def merge_stores(
+    out: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]], *, virtual: bool = False
+) -> dict[str, Any]:
+    """Join the complete shards ``i/n`` of one gen-adv run into a single store at ``out``.
+
+    With ``virtual=False`` the compressed image chunks are copied as they are (read and written
+    once, never decompressed); with ``virtual=True`` ``out`` is an HDF5 virtual dataset that maps
+    the shards' rows in place (the shard files must stay beside it). The output is written to a
+    temporary file and renamed, so ``out`` never names a half-merged file.
+    """
+    from advkit.utils import atomic_path
+
+    out = Path(out)
+    if not inputs:
+        raise StoreFormatError("nothing to merge: no input stores given")
+    shards = []
+    for p in inputs:
+        with PairStore(p, require_complete=True) as s:
+            with open_h5(p, "r") as f:
+                shard = str(f.attrs.get("shard", "0/1"))
+                offset = int(f.attrs.get("row_offset", 0))
+            shards.append((tuple(int(v) for v in shard.split("/")), offset, Path(p), s.info))
+    shards.sort(key=lambda t: t[0][0])
+    n = shards[0][0][1]
+    got = [s[0] for s in shards]
+    if got != [(i, n) for i in range(n)]:
+        raise StoreFormatError(
+            f"shards do not form one complete run: got {', '.join(f'{i}/{k}' for i, k in got)}, "
+            f"need 0/{n} .. {n - 1}/{n} once each"
+        )
+
+    def common(info: StoreInfo) -> Any:
+        cfg = dict(info.config or {})
+        cfg.pop("shard", None)
+        return (cfg, info.image_shape, info.model, info.attack, info.seed, info.class_names, info.precision)
+
+    first = shards[0][3]
+    for (idx, _), _, path, info in shards[1:]:
+        if common(info) != common(first):
+            raise StoreFormatError(f"{path} (shard {idx}/{n}) comes from a different run than {shards[0][2]}")
+    offsets = [s[1] for s in shards]
+    sizes = [s[3].rows for s in shards]
+    if offsets != [sum(sizes[:k]) for k in range(n)]:
+        raise StoreFormatError(f"shard row offsets {offsets} are not contiguous for sizes {sizes}")
+    total = sum(sizes)
+    config = dict(first.config or {})
+    config["shard"] = [0, 1]
+
+    with atomic_path(out, suffix=".h5.tmp") as tmp:
+        with open_h5(tmp, "w", libver="latest") as dst:
+            with open_h5(shards[0][2], "r") as f0:
+                for key, value in f0.attrs.items():
+                    dst.attrs[key] = value
+                layouts = {name: (f0[name].dtype, f0[name].shape[1:], f0[name].chunks) for name in f0}
+            dst.attrs["config"] = _json_attr(config)
+            dst.attrs["shard"] = "0/1"
+            dst.attrs["row_offset"] = 0
+            dst.attrs["merged_from"] = _json_attr([s[2].name for s in shards])
+            if virtual:
+                for name, (dtype, tail, _) in layouts.items():
+                    layout = h5py.VirtualLayout(shape=(total, *tail), dtype=dtype)
+                    for (_, _), offset, path, info in shards:
+                        rel = os.path.relpath(path.resolve(), out.resolve().parent)
+                        layout[offset : offset + info.rows] = h5py.VirtualSource(rel, name, shape=(info.rows, *tail))
+                    dst.create_virtual_dataset(name, layout)
+            else:
+                for name, (dtype, tail, chunks) in layouts.items():
+                    image = name in IMAGE_FIELDS
+                    ds = dst.create_dataset(
+                        name,
+                        shape=(total, *tail),
+                        dtype=dtype,
+                        chunks=(1, *tail) if image else (max(1, min(total, 1 << 14)),),
+                        compression="gzip" if image else None,
+                        compression_opts=4 if image else None,
+                        shuffle=image,
+                    )
+                    for (_, _), offset, path, info in shards:
+                        with open_h5(path, "r") as src:
+                            sds = src[name]
+                            if image and sds.chunks == (1, *tail) and sds.compression == "gzip" and sds.shuffle:
+                                for r in range(info.rows):
+                                    filter_mask, chunk = sds.id.read_direct_chunk((r, 0, 0, 0))
+                                    ds.id.write_direct_chunk((offset + r, 0, 0, 0), chunk, filter_mask)
+                            else:
+                                ds[offset : offset + info.rows] = sds[...]
+    with PairStore(out) as merged:
+        return merged.summary()
