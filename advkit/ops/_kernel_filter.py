@@ -5,7 +5,8 @@ backward ops (``advkit::kernel_filter_grad_images`` and ``advkit::kernel_filter_
 The op is bilinear, so the gradient of each of the three is again one of the three: every order of
 derivative is available, and all of them are opaque single nodes under `torch.compile`.
 
-All three run the shift-accumulate torch path of `advkit.ops._torch_path` on every device.
+On CUDA the three run as Triton kernels (imported on the first CUDA call only); everywhere else,
+and for float64 on CUDA, they run the shift-accumulate torch path of `advkit.ops._torch_path`.
 """
 
 from __future__ import annotations
@@ -122,7 +123,39 @@ def _grad_kernels_op(grad_out: Tensor, images: Tensor, padding: str, kernel_chan
     return _torch_path.grad_kernels(grad_out, images, padding, kernel_channels)
 
 
-# Fake kernels: the real ones allocate exactly like this (see the torch path).
+def _use_triton(t: Tensor) -> bool:
+    # float64 stays on the exact torch path; Triton accumulates in float32.
+    return t.dtype != torch.float64
+
+
+@_kernel_filter_op.register_kernel("cuda")
+def _(images: Tensor, kernels: Tensor, padding: str) -> Tensor:
+    if not _use_triton(images):
+        return _torch_path.forward(images, kernels, padding)
+    from advkit.ops import _triton_path
+
+    return _triton_path.forward(images, kernels, padding)
+
+
+@_grad_images_op.register_kernel("cuda")
+def _(grad_out: Tensor, kernels: Tensor, padding: str) -> Tensor:
+    if not _use_triton(grad_out):
+        return _torch_path.grad_images(grad_out, kernels, padding)
+    from advkit.ops import _triton_path
+
+    return _triton_path.grad_images(grad_out, kernels, padding)
+
+
+@_grad_kernels_op.register_kernel("cuda")
+def _(grad_out: Tensor, images: Tensor, padding: str, kernel_channels: int) -> Tensor:
+    if not _use_triton(images):
+        return _torch_path.grad_kernels(grad_out, images, padding, kernel_channels)
+    from advkit.ops import _triton_path
+
+    return _triton_path.grad_kernels(grad_out, images, padding, kernel_channels)
+
+
+# Fake kernels: the real ones allocate exactly like this (see the torch and Triton paths).
 @_kernel_filter_op.register_fake
 def _(images: Tensor, kernels: Tensor, padding: str) -> Tensor:
     return torch.empty_like(images)
