@@ -107,9 +107,10 @@ def _root(
 
 def _register_commands() -> None:
     # Imported here so each command module stays importable on its own.
-    from advkit.cli import models_cmd
+    from advkit.cli import models_cmd, predict_cmd
 
     models_cmd.register(app)
+    predict_cmd.register(app)
 
 
 _register_commands()
