@@ -54,10 +54,12 @@ def register(app: typer.Typer) -> None:
     @app.command("predict")
     def predict(
         ctx: typer.Context,
+        model: Annotated[
+            str, typer.Option("--model", "-m", help="Registered classifier (see `advkit models`).", show_default=False)
+        ],
         inputs: Annotated[
             list[Path] | None, typer.Argument(help="Image files (PNG, JPEG, ...) to classify.", show_default=False)
         ] = None,
-        model: Annotated[str, typer.Option("--model", "-m", help="Registered classifier (see `advkit models`).")] = "resnet20",
         weights: Annotated[
             Path | None, typer.Option("--weights", help="Weights file (default: the registry's search).")
         ] = None,

@@ -153,7 +153,8 @@ def test_missing_file_and_folder_inputs(tmp_path):
 
 def test_usage_errors(tmp_path, cifar_pngs):
     assert_one_error_line(run("predict", "-m", "resnet20"), "nothing to classify")
-    assert_one_error_line(run("predict", cifar_pngs[0][0], "--data", "sample"), "not both")
-    assert_one_error_line(run("predict", cifar_pngs[0][0], "--limit", "3"), "need --data")
-    assert_one_error_line(run("predict", cifar_pngs[0][0], "--top-k", "0"), "--top-k")
-    assert_one_error_line(run("predict", "--data", tmp_path / "nowhere"), "no such file or folder")
+    assert_one_error_line(run("predict", cifar_pngs[0][0]), "--model")
+    assert_one_error_line(run("predict", cifar_pngs[0][0], "-m", "resnet20", "--data", "sample"), "not both")
+    assert_one_error_line(run("predict", cifar_pngs[0][0], "-m", "resnet20", "--limit", "3"), "need --data")
+    assert_one_error_line(run("predict", cifar_pngs[0][0], "-m", "resnet20", "--top-k", "0"), "--top-k")
+    assert_one_error_line(run("predict", "--data", tmp_path / "nowhere", "-m", "resnet20"), "no such file or folder")
