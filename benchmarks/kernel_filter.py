@@ -5,7 +5,8 @@
 
 For every case and dtype it measures the forward (no grad) and the forward+backward (gradients in
 both arguments) of ``kernel_filter`` ("ours") and ``kernel_filter_reference`` ("unfold"): median
-wall time over ``--repeat`` runs, and the peak memory the step needs beyond its inputs.
+wall time over ``--repeat`` runs (the JSON has the minimum too), and the peak memory the step needs
+beyond its inputs.
 
 Memory. CUDA: ``torch.cuda.max_memory_allocated()`` minus the allocation before the step.
 CPU: a fresh process per (case, dtype, method), started with ``MALLOC_MMAP_THRESHOLD_=65536`` so
@@ -130,8 +131,8 @@ def cpu_peak_in_fresh_process(method: str, case: Case, dtype: str, backward: boo
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def time_ms(step: Callable[[], object], device: torch.device, repeat: int) -> float:
-    """Median milliseconds per call; on CUDA over CUDA events around a few back-to-back calls."""
+def time_ms(step: Callable[[], object], device: torch.device, repeat: int) -> tuple[float, float]:
+    """(median, min) milliseconds per call; on CUDA from CUDA events around 10 back-to-back calls."""
     for _ in range(3):
         step()  # warm-up (Triton compiles and autotunes here)
     if device.type == "cuda":
@@ -145,13 +146,13 @@ def time_ms(step: Callable[[], object], device: torch.device, repeat: int) -> fl
             end.record()
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end) / inner)
-        return statistics.median(times)
+        return statistics.median(times), min(times)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         step()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def cuda_peak_extra_bytes(step: Callable[[], object]) -> int:
@@ -173,7 +174,8 @@ class Row:
     dtype: str
     method: str
     mode: str  # "fwd" or "fwd+bwd"
-    ms: float
+    ms: float  # median
+    ms_min: float
     peak_extra_mb: float | None
     overhead_mb: float | None  # peak minus the returned outputs and gradients
 
@@ -183,7 +185,7 @@ def measure(case: Case, dtype: str, device: torch.device, repeat: int, memory: b
     for backward in (False, True):
         for method in METHODS:
             step, returned = make_step(method, case, DTYPES[dtype], device, backward)
-            ms = time_ms(step, device, repeat)
+            ms, ms_min = time_ms(step, device, repeat)
             peak = None
             if memory:
                 if device.type == "cuda":
@@ -199,6 +201,7 @@ def measure(case: Case, dtype: str, device: torch.device, repeat: int, memory: b
                     method,
                     "fwd+bwd" if backward else "fwd",
                     ms,
+                    ms_min,
                     None if peak is None else peak / 2**20,
                     None if peak is None else (peak - returned) / 2**20,
                 )
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--dtype", default=None, help="comma list of fp32,bf16,fp16 (default: fp32,bf16 on CUDA, fp32 on CPU)")
-    parser.add_argument("--repeat", type=int, default=None, help="timed runs per measurement (default 50 on CUDA, 5 on CPU)")
+    parser.add_argument("--repeat", type=int, default=None, help="timed runs per measurement (default 50 on CUDA, 10 on CPU)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma list of {', '.join(CASES)}")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no CUDA device is available")
     dtypes = (args.dtype or ("fp32,bf16" if device.type == "cuda" else "fp32")).split(",")
-    repeat = args.repeat or (50 if device.type == "cuda" else 5)
+    repeat = args.repeat or (50 if device.type == "cuda" else 10)
     unknown = [c for c in args.cases.split(",") if c not in CASES] + [d for d in dtypes if d not in DTYPES]
     if unknown:
         parser.error(f"unknown case or dtype: {', '.join(unknown)}")
