@@ -71,15 +71,19 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def parse_float_list(text: str, what: str = "value") -> list[float]:
-    """Parse ``"1e-3,3e-3"`` into floats; a clear `UsageError` on anything else."""
+    """Parse ``"1e-3,3e-3,8/255"`` into floats (fractions allowed); a clear `UsageError` otherwise."""
     values = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            values.append(float(part))
-        except ValueError as exc:
+            if "/" in part:
+                num, den = part.split("/")
+                values.append(float(num) / float(den))
+            else:
+                values.append(float(part))
+        except (ValueError, ZeroDivisionError) as exc:
             raise UsageError(f"cannot read {what} {part!r} as a number") from exc
     if not values:
         raise UsageError(f"no {what} given")

@@ -146,6 +146,9 @@ def generate_pairs(
     probe = source.load(shard_indices[:1])
     image_shape = tuple(int(s) for s in probe.shape[1:])
     attack_cfg = attack.config()
+    # The per-row radii replace the attack's own default radius in the record.
+    attack_cfg.pop("eps", None)
+    attack_cfg.pop("sigma", None)
     source_desc = source.describe()
     config = {
         "source": source_desc,

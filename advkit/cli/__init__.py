@@ -43,6 +43,8 @@ class AdvkitGroup(TyperGroup):
             )
             if isinstance(rv, int):
                 code = rv
+                if code == 130:  # typer turns KeyboardInterrupt into Exit(130) itself
+                    sys.stderr.write("error: interrupted\n")
         except AdvkitError as exc:
             if _debug():
                 traceback.print_exc()
@@ -107,10 +109,12 @@ def _root(
 
 def _register_commands() -> None:
     # Imported here so each command module stays importable on its own.
-    from advkit.cli import models_cmd, predict_cmd
+    from advkit.cli import gen_adv_cmd, models_cmd, predict_cmd, store_cmd
 
     models_cmd.register(app)
     predict_cmd.register(app)
+    gen_adv_cmd.register(app)
+    store_cmd.register(app)
 
 
 _register_commands()

@@ -153,16 +153,32 @@ def _validate(f: h5py.File, path: Path) -> None:
             raise StoreFormatError(f"{path}: dataset {name!r} has shape {f[name].shape}, expected ({n},)")
 
 
+_HELD_BY_WRITER = "already open for write"
+
+
 def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> h5py.File:
-    """Open an HDF5 file, turning "missing" and "not HDF5 / corrupt" into one-line `StoreFormatError`s."""
+    """Open an HDF5 file, turning "missing" and "not HDF5 / corrupt" into one-line `StoreFormatError`s.
+
+    A reader of a file that a gen-adv writer holds (or held when it was killed) falls back to a SWMR
+    read, which HDF5 allows for such files; a plain read is tried first because a SWMR read of a
+    corrupt file retries for a long time before failing.
+    """
     path = Path(path)
     if mode == "r" and not path.is_file():
         raise StoreFormatError(f"store not found: {path}")
     try:
         return h5py.File(path, mode, **kwargs)
     except OSError as exc:
+        if mode == "r" and _HELD_BY_WRITER in str(exc) and not kwargs.get("swmr"):
+            return open_h5(path, mode, swmr=True, **kwargs)
+        if _HELD_BY_WRITER in str(exc):
+            raise
         reason = str(exc).split("(")[0].strip() or "unreadable"
         raise StoreFormatError(f"{path} is not a readable HDF5 file ({reason})") from exc
+
+
+def _is_held_by_writer(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and _HELD_BY_WRITER in str(exc)
 
 
 class PairStore:
@@ -174,7 +190,7 @@ class PairStore:
 
     def __init__(self, path: str | os.PathLike[str], *, require_complete: bool = False) -> None:
         self.path = Path(path)
-        self._file = open_h5(self.path, "r", swmr=True)
+        self._file = open_h5(self.path, "r")
         try:
             _validate(self._file, self.path)
             self.info = self._read_info()
@@ -368,9 +384,19 @@ class PairStoreWriter:
 
     @classmethod
     def resume(cls, path: str | os.PathLike[str], config: Any) -> PairStoreWriter:
-        """Reopen a partial store for writing; refuse if it was made with a different config."""
+        """Reopen a partial store for writing; refuse if it was made with a different config.
+
+        A writer killed with SIGKILL leaves HDF5's "open for write" mark in the file, which blocks a
+        plain reopen; the done rows are then recovered through a SWMR read into a fresh file.
+        """
         path = Path(path)
-        f = open_h5(path, "r+", libver="latest")
+        try:
+            f = open_h5(path, "r+", libver="latest")
+        except OSError as exc:
+            if not _is_held_by_writer(exc):
+                raise
+            _recover_killed_store(path)
+            f = open_h5(path, "r+", libver="latest")
         try:
             _validate(f, path)
             stored = _load_json_attr(f, "config", path) if "config" in f.attrs else None
@@ -434,6 +460,43 @@ class PairStoreWriter:
             self._file.close()
 
 
+def _recover_killed_store(path: Path) -> None:
+    """Copy the done rows of a store whose writer was killed into a clean file at the same path.
+
+    SWMR writes keep the file consistent for readers at every instant, and rows are marked done
+    only after their pixels were flushed, so every done row read back here is complete.
+    """
+    from advkit.utils import atomic_path
+
+    try:
+        src = h5py.File(path, "r", swmr=True)
+    except OSError as exc:
+        raise StoreFormatError(f"{path}: the unfinished store cannot be recovered; use --overwrite") from exc
+    with src, atomic_path(path, suffix=".recover") as tmp:
+        _validate(src, path)
+        done = src["done"][...]
+        with h5py.File(tmp, "w", libver="latest") as dst:
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+            for name in src:
+                sds = src[name]
+                dds = dst.create_dataset(
+                    name,
+                    shape=sds.shape,
+                    dtype=sds.dtype,
+                    chunks=sds.chunks,
+                    compression=sds.compression,
+                    compression_opts=sds.compression_opts,
+                    shuffle=sds.shuffle,
+                    fillvalue=sds.fillvalue,
+                )
+                if name in IMAGE_FIELDS:
+                    for r in np.flatnonzero(done):
+                        dds[r] = sds[r]
+                else:
+                    dds[...] = np.where(done, sds[...], sds.fillvalue) if name != "done" else done
+
+
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
@@ -482,7 +545,7 @@ class PairDataset(torch.utils.data.Dataset):
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
-            self._file = open_h5(self.path, "r", swmr=True)
+            self._file = open_h5(self.path, "r")
             self._pid = os.getpid()
         return self._file
 

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from advkit.data.store import (
+    PairDataset,
+    PairStore,
+    PairStoreWriter,
+    merge_stores,
+    quantize_delta,
+    reconstruct_adv,
+)
+from advkit.errors import StoreFormatError
+
+GRID = [1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 5e-3, 1e-2, 3e-2, 5e-2, 1e-1, 3e-1, 5e-1]
+
+
+def test_quantized_delta_stays_in_ball_and_round_trips_within_1pct_of_eps():
+    gen = torch.Generator().manual_seed(0)
+    clean_u8 = torch.randint(0, 256, (len(GRID), 16, 16, 3), generator=gen, dtype=torch.uint8)
+    eps = torch.tensor(GRID, dtype=torch.float32)
+    clean = clean_u8.float() / 255
+    # the worst case for the bound: a perturbation sitting exactly on the sphere
+    sign = torch.randint(0, 2, clean.shape, generator=gen).float() * 2 - 1
+    adv = (clean + sign * eps.view(-1, 1, 1, 1)).clamp(0, 1)
+    d16 = quantize_delta(adv - clean, eps)
+    assert d16.dtype == torch.float16
+    assert torch.all(d16.float().abs().amax((1, 2, 3)) <= eps)
+    stored = reconstruct_adv(clean_u8.numpy(), d16.numpy()).permute(0, 2, 3, 1)
+    err = (stored - adv).abs().amax((1, 2, 3))
+    assert torch.all(err <= 0.01 * eps), (err / eps).max()
+    assert stored.min() >= 0 and stored.max() <= 1
+
+
+def _write_store(path, rows=6, shape=(5, 7, 3), shard=None, offset=0):
+    w = PairStoreWriter.create(
+        path,
+        rows=rows,
+        image_shape=shape,
+        source={"kind": "test"},
+        model="m",
+        attack={"name": "test"},
+        seed=1,
+        class_names=["a", "b"],
+        precision="fp32",
+        config={"k": 1},
+        extra_attrs={"shard": shard or "0/1", "row_offset": offset},
+    )
+    rng = np.random.default_rng(offset)
+    clean = rng.integers(0, 256, (rows, *shape), dtype=np.uint8)
+    delta = (rng.uniform(-0.01, 0.01, (rows, *shape))).astype(np.float16)
+    w.write_rows(
+        0,
+        clean=clean,
+        delta=delta,
+        label=np.arange(rows) % 2,
+        eps=np.full(rows, 0.01, np.float32),
+        source_index=np.arange(rows) + offset,
+        pred_clean=np.arange(rows) % 2,
+        pred_adv=np.zeros(rows, np.int64),
+    )
+    w.finish()
+    return clean, delta
+
+
+def test_write_read_and_layout(tmp_path):
+    clean, delta = _write_store(tmp_path / "s.h5")
+    with PairStore(tmp_path / "s.h5", require_complete=True) as s:
+        c, d = s.raw(slice(None))
+        assert np.array_equal(c, clean) and np.array_equal(d, delta)
+        assert s.info.complete and s.info.rows_done == 6 and s.info.class_names == ["a", "b"]
+        summary = s.summary()
+        assert summary["per_eps"][0]["acc_clean"] == 1.0 and summary["per_eps"][0]["acc_adv"] == 0.5
+    with h5py.File(tmp_path / "s.h5", "r") as f:  # readable by a plain HDF5 reader, SPEC layout
+        assert f.attrs["advkit_format"] == "pairs" and f.attrs["format_version"] == 1
+        assert f["clean"].chunks == (1, 5, 7, 3) and f["clean"].compression == "gzip" and f["clean"].shuffle
+        assert f["delta"].dtype == np.float16 and f["eps"].dtype == np.float32
+        for k in ("label", "source_index", "pred_clean", "pred_adv"):
+            assert f[k].dtype == np.int64
+
+
+def test_reader_is_read_only(tmp_path):
+    _write_store(tmp_path / "s.h5")
+    with PairStore(tmp_path / "s.h5") as s:
+        with pytest.raises((OSError, ValueError, KeyError)):
+            s._file["label"][0] = 5
+
+
+def test_validation_messages(tmp_path):
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(StoreFormatError, match="not a readable HDF5"):
+        PairStore(tmp_path / "text.h5")
+    with pytest.raises(StoreFormatError, match="not found"):
+        PairStore(tmp_path / "missing.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(StoreFormatError, match="not an advkit store"):
+        PairStore(tmp_path / "other.h5")
+    _write_store(tmp_path / "v.h5")
+    with h5py.File(tmp_path / "v.h5", "r+") as f:
+        f.attrs["format_version"] = 2
+    with pytest.raises(StoreFormatError, match="version 2"):
+        PairStore(tmp_path / "v.h5")
+    _write_store(tmp_path / "k.h5")
+    with h5py.File(tmp_path / "k.h5", "r+") as f:
+        f.attrs["advkit_format"] = "defended"
+    with pytest.raises(StoreFormatError, match="not a pair store"):
+        PairStore(tmp_path / "k.h5")
+    _write_store(tmp_path / "t.h5")
+    data = (tmp_path / "t.h5").read_bytes()
+    (tmp_path / "trunc.h5").write_bytes(data[: len(data) // 3])
+    with pytest.raises(StoreFormatError):
+        PairStore(tmp_path / "trunc.h5")
+
+
+def test_resume_with_different_config_is_refused(tmp_path):
+    w = PairStoreWriter.create(
+        tmp_path / "p.h5", rows=2, image_shape=(4, 4, 3), source={}, model="m", attack={}, seed=0,
+        class_names=None, precision="fp32", config={"eps": [0.1]},
+    )
+    w.close()
+    with pytest.raises(StoreFormatError, match="different arguments.*eps"):
+        PairStoreWriter.resume(tmp_path / "p.h5", {"eps": [0.2]})
+    PairStoreWriter.resume(tmp_path / "p.h5", {"eps": [0.1]}).close()
+
+
+def test_pair_dataset_in_dataloader_workers(tmp_path):
+    clean, delta = _write_store(tmp_path / "s.h5")
+    ds = PairDataset(tmp_path / "s.h5")
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
+    advs, cleans = [], []
+    for adv, c, label, eps in loader:
+        advs.append(adv)
+        cleans.append(c)
+        assert adv.shape == (2, 3, 5, 7) and eps.dtype == torch.float64
+    expected = reconstruct_adv(clean, delta)
+    torch.testing.assert_close(torch.cat(advs), expected)
+    torch.testing.assert_close(torch.cat(cleans), torch.from_numpy(clean).permute(0, 3, 1, 2).float() / 255)
+
+
+def test_merge_copies_and_virtual(tmp_path):
+    a = _write_store(tmp_path / "a.h5", rows=4, shard="0/2", offset=0)
+    b = _write_store(tmp_path / "b.h5", rows=3, shard="1/2", offset=4)
+    for virtual in (False, True):
+        out = tmp_path / f"m{virtual}.h5"
+        summary = merge_stores(out, [tmp_path / "b.h5", tmp_path / "a.h5"], virtual=virtual)
+        assert summary["rows"] == 7
+        with PairStore(out) as m:
+            c, d = m.raw(slice(None))
+            assert np.array_equal(c, np.concatenate([a[0], b[0]]))
+            assert np.array_equal(d, np.concatenate([a[1], b[1]]))
+            assert list(m.field("source_index")) == list(range(7))
+    with pytest.raises(StoreFormatError, match="complete run"):
+        merge_stores(tmp_path / "x.h5", [tmp_path / "a.h5"])
+    assert not (tmp_path / "x.h5").exists()
