@@ -17,3 +17,31 @@ __all__ = [
     "load_state_dict_file",
     "register_model",
 ]
+
+from advkit.models.checkpoint import load_denoiser, read_checkpoint_record, save_denoiser  # noqa: E402
+from advkit.models.denoisers import (  # noqa: E402
+    DENOISER_ARCHS,
+    AddDenoiser,
+    Denoiser,
+    FiltDenoiser,
+    KPNDenoiser,
+    MultiHeadFiltDenoiser,
+    PAFilt,
+    create_denoiser,
+    eps_to_head,
+)
+
+__all__ += [
+    "DENOISER_ARCHS",
+    "AddDenoiser",
+    "Denoiser",
+    "FiltDenoiser",
+    "KPNDenoiser",
+    "MultiHeadFiltDenoiser",
+    "PAFilt",
+    "create_denoiser",
+    "eps_to_head",
+    "load_denoiser",
+    "read_checkpoint_record",
+    "save_denoiser",
+]

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from advkit.data.store import PairStore, PairStoreWriter, reconstruct_adv
+from advkit.errors import CheckpointError, OutputExistsError, UsageError
+from advkit.models import load_denoiser
+from advkit.train import TrainConfig, image_loss, train_denoiser
+
+EPS = [1e-2, 1e-1, 3e-1]
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory, cifar_test_npz):
+    """16 real CIFAR images × 3 radii with a brightening perturbation of +eps on most pixels.
+
+    (No attack needed; a perturbation with a consistent direction gives every architecture a
+    well-defined first gradient step.)"""
+    path = tmp_path_factory.mktemp("store") / "tiny.h5"
+    d = np.load(cifar_test_npz)
+    idx = np.concatenate([np.where(d["y"] == c)[0][:2] for c in range(8)])
+    clean = np.repeat(d["x"][idx], len(EPS), axis=0)
+    eps = np.tile(np.asarray(EPS, np.float32), len(idx))
+    rng = np.random.default_rng(0)
+    sign = np.where(rng.random(clean.shape) < 0.8, 1.0, -1.0)
+    delta = (sign * eps[:, None, None, None]).astype(np.float16)
+    w = PairStoreWriter.create(path, rows=len(clean), image_shape=(32, 32, 3), source={"kind": "test"},
+                               model="resnet20", attack={"name": "sign-noise"}, seed=0, class_names=None,
+                               precision="fp32", config={})
+    w.write_rows(0, clean=clean, delta=delta, label=np.repeat(d["y"][idx], len(EPS)), eps=eps,
+                 source_index=np.repeat(idx, len(EPS)), pred_clean=np.full(len(clean), -1),
+                 pred_adv=np.full(len(clean), -1))
+    w.finish()
+    return path
+
+
+def _full_batch_l1(model, store_path):
+    with PairStore(store_path) as s:
+        clean, adv = s.images(slice(None))
+    with torch.no_grad():
+        return image_loss(model(adv, clamp=False), clean).item()
+
+
+@pytest.mark.parametrize("arch", ["unet-filt", "unet-add", "pafilt", "kpn", "unet-filt-multihead"])
+def test_one_step_lowers_the_loss(arch, tiny_store, tmp_path):
+    cfg = TrainConfig(arch=arch, loss="img", train=str(tiny_store), out=str(tmp_path / arch), width=4,
+                      epochs=1, fusion_epochs=0, batch_size=48, lr=1e-5)
+    before = _full_batch_l1(__import__("advkit.models", fromlist=["create_denoiser"]).create_denoiser(
+        arch, width=4, **({} if arch == "unet-add" else {"kernel_size": 5})), tiny_store)
+    record = train_denoiser(cfg)
+    after = _full_batch_l1(load_denoiser(tmp_path / arch / "last.safetensors"), tiny_store)
+    assert after < before, (before, after)
+    assert record["history"][0]["epoch"] == 1
+
+
+def test_semantic_loss_step_lowers_feature_distance(tiny_store, tmp_path, weights_dir):
+    from advkit.models import create_classifier, create_denoiser
+    from advkit.train import SemanticLoss
+
+    classifier = create_classifier("resnet20")
+    sem = SemanticLoss(classifier, "layer3")
+    with PairStore(tiny_store) as s:
+        clean, adv = s.images(slice(None))
+    with torch.no_grad():
+        before = sem(create_denoiser("unet-filt", width=4)(adv, clamp=False), clean).item()
+    cfg = TrainConfig(arch="unet-filt", loss="sem", model="resnet20", train=str(tiny_store),
+                      out=str(tmp_path / "sem"), width=4, epochs=1, batch_size=48, lr=1e-5)
+    train_denoiser(cfg, classifier=classifier)
+    model = load_denoiser(tmp_path / "sem" / "last.safetensors")
+    with torch.no_grad():
+        after = sem(model(adv, clamp=False), clean).item()
+    assert after < before
+
+
+def test_bad_feature_layer(tiny_store, tmp_path, weights_dir):
+    cfg = TrainConfig(arch="unet-filt", loss="sem", model="resnet20", feature_layer="layer9",
+                      train=str(tiny_store), out=str(tmp_path / "x"), width=4, epochs=1)
+    with pytest.raises(UsageError, match="no layer 'layer9'"):
+        train_denoiser(cfg)
+
+
+def test_resume_continues_exactly(tiny_store, tmp_path):
+    common = dict(arch="unet-filt", loss="img", train=str(tiny_store), val=str(tiny_store), width=4, epochs=3,
+                  batch_size=8, seed=5, val_per_eps=4)
+    train_denoiser(TrainConfig(**common, out=str(tmp_path / "straight")))
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(report):
+        if report.epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_denoiser(TrainConfig(**common, out=str(tmp_path / "split")), on_epoch=stop_after_first)
+    with pytest.raises(OutputExistsError):
+        train_denoiser(TrainConfig(**common, out=str(tmp_path / "split")))
+    with pytest.raises(CheckpointError, match="epochs=3, not 4"):
+        train_denoiser(TrainConfig(**{**common, "epochs": 4}, out=str(tmp_path / "split")), resume=True)
+    record = train_denoiser(TrainConfig(**common, out=str(tmp_path / "split")), resume=True)
+    assert [h["epoch"] for h in record["history"]] == [1, 2, 3]
+    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    b = load_file(str(tmp_path / "split" / "last.safetensors"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (tmp_path / "split" / "best.safetensors").is_file()
+    saved = json.loads((tmp_path / "split" / "last.json").read_text())
+    assert saved["train"]["seed"] == 5 and saved["config"]["arch"] == "unet-filt"
+
+
+def test_same_seed_same_weights(tiny_store, tmp_path):
+    for name in ("a", "b"):
+        train_denoiser(TrainConfig(arch="kpn", train=str(tiny_store), out=str(tmp_path / name), width=4,
+                                   epochs=1, batch_size=16, seed=3))
+    a = load_file(str(tmp_path / "a" / "last.safetensors"))
+    b = load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tiny_store, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29731",
+           "-m", "advkit", "-q", "--device", "cpu", "train-denoiser", "--train", str(tiny_store), "--out", str(out),
+           "--arch", "unet-filt", "--width", "4", "--epochs", "2", "--batch-size", "8"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((out / "last.json").read_text())
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    model = load_denoiser(out)
+    with PairStore(tiny_store) as s:
+        clean, adv = s.images(slice(None))
+    with torch.no_grad():
+        assert image_loss(model(adv), clean) < image_loss(adv, clean)
