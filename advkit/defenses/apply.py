@@ -1,0 +1,178 @@
+"""Applying a defense to files: one image, a folder of images, or a pair store.
+
+Outputs are written atomically (temporary file, then rename): an interrupted run leaves either
+the previous file or nothing under each output name, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from advkit.data.images import IMAGE_EXTENSIONS, read_image, write_png
+from advkit.data.store import PairStore, PairStoreWriter, quantize_delta
+from advkit.defenses.advfilter import AdvFilter
+from advkit.errors import DataSourceError, ImageReadError, OutputError, OutputExistsError
+from advkit.utils import atomic_path
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail early, before any work, if files cannot be created in ``path``'s folder."""
+    parent = path if path.is_dir() else path.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"cannot write {path}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: {probe} is not writable")
+
+
+def defend_image_file(
+    advfilter: AdvFilter,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    device: torch.device | str = "cpu",
+    tile: int = 512,
+    save_uncertainty: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Denoise one image file into a lossless PNG. Returns sizes and, for PA-Filt, the mean weight."""
+    image = read_image(src).unsqueeze(0).to(device)
+    parts = advfilter.denoise_large(image, tile=tile, with_parts=save_uncertainty is not None)
+    write_png(dst, parts["out"][0])
+    info: dict[str, Any] = {"input": str(src), "output": str(dst), "size": list(image.shape[-2:])}
+    if save_uncertainty is not None:
+        if "weight" not in parts:
+            from advkit.errors import UsageError
+
+            raise UsageError(f"--save-uncertainty needs a PA-Filt denoiser; this one is {advfilter.arch}")
+        weight = parts["weight"][0].expand(3, -1, -1)
+        write_png(save_uncertainty, weight)
+        info["uncertainty"] = str(save_uncertainty)
+        info["mean_weight_sl"] = float(parts["weight"].mean())
+    return info
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted, hidden entries skipped)."""
+    files = sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not files:
+        raise DataSourceError(f"{folder}: no image files found")
+    return files
+
+
+def defend_folder(
+    advfilter: AdvFilter,
+    src: Path,
+    dst: Path,
+    *,
+    device: torch.device | str = "cpu",
+    tile: int = 512,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Denoise every image under ``src`` into ``dst``, mirroring relative paths, as PNG."""
+    files = list_images(src)
+    outputs = []
+    for i, f in enumerate(files):
+        out = (dst / f.relative_to(src)).with_suffix(".png")
+        defend_image_file(advfilter, f, out, device=device, tile=tile)
+        outputs.append(str(out))
+        if on_progress:
+            on_progress(i + 1, len(files))
+    return {"input": str(src), "output": str(dst), "images": len(files)}
+
+
+@torch.no_grad()
+def defend_store(
+    advfilter: AdvFilter,
+    src: Path,
+    dst: Path,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 128,
+    classifier: torch.nn.Module | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Denoise every adversarial image of a pair store into a new pair store.
+
+    The output keeps each row's clean image, label, eps and source index; its ``delta`` is
+    (defended − clean), so its "adv" images are the defended ones, and its ``pred_adv`` is the
+    classifier's prediction on them (−1 without a classifier). The ``defense`` attribute records
+    the denoiser.
+    """
+    with PairStore(src, require_complete=True) as store:
+        info = store.info
+        rows = store.info.rows
+        defense_record = {"source": advfilter.source, "config": advfilter.record.get("config")}
+        with atomic_path(dst, suffix=".h5.partial") as tmp:
+            writer = PairStoreWriter.create(
+                tmp, rows=rows, image_shape=info.image_shape, source=info.source, model=info.model,
+                attack=info.attack, seed=info.seed, class_names=info.class_names, precision=info.precision,
+                config={"defended_from": str(src), "defense": defense_record},
+                extra_attrs={"defense": json.dumps(defense_record, sort_keys=True, default=str)},
+            )
+            try:
+                label, eps = store.field("label"), store.field("eps")
+                src_idx, pred_clean = store.field("source_index"), store.field("pred_clean")
+                for start in range(0, rows, batch_size):
+                    stop = min(start + batch_size, rows)
+                    clean_u8, _ = store.raw(slice(start, stop))
+                    clean, adv = store.images(slice(start, stop))
+                    out = advfilter(adv.to(device)).cpu()
+                    delta = quantize_delta((out - clean).permute(0, 2, 3, 1))
+                    pred = (classifier(out.to(device)).argmax(1).cpu().numpy() if classifier is not None
+                            else np.full(stop - start, -1, np.int64))
+                    writer.write_rows(
+                        start, clean=clean_u8, delta=delta.numpy(), label=label[start:stop], eps=eps[start:stop],
+                        source_index=src_idx[start:stop], pred_clean=pred_clean[start:stop], pred_adv=pred,
+                    )
+                    if on_progress:
+                        on_progress(stop, rows)
+                writer.finish()
+            finally:
+                writer.close()
+    with PairStore(dst) as out_store:
+        return out_store.summary()
+
+
+def defend_path(
+    advfilter: AdvFilter,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    device: torch.device | str = "cpu",
+    tile: int = 512,
+    batch_size: int = 128,
+    overwrite: bool = True,
+    save_uncertainty: str | os.PathLike[str] | None = None,
+    classifier: torch.nn.Module | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Dispatch on what ``src`` is: an image file, a folder of images, or a pair store (.h5)."""
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise ImageReadError(f"input not found: {src}")
+    check_output_dir(dst)
+    if src.is_dir():
+        if dst.exists() and not dst.is_dir():
+            raise OutputError(f"{dst} exists and is not a folder (the input is a folder)")
+        return defend_folder(advfilter, src, dst, device=device, tile=tile, on_progress=on_progress)
+    if src.suffix.lower() in (".h5", ".hdf5"):
+        if dst.exists() and not overwrite:
+            raise OutputExistsError(f"{dst} exists; use --overwrite to replace it")
+        return defend_store(advfilter, src, dst, device=device, batch_size=batch_size, classifier=classifier,
+                            on_progress=on_progress)
+    if dst.is_dir():
+        dst = dst / (src.stem + ".png")
+    return defend_image_file(advfilter, src, dst, device=device, tile=tile, save_uncertainty=save_uncertainty)
