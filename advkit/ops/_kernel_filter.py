@@ -29,7 +29,7 @@ def _shape(t: Tensor) -> tuple[int, ...]:
 
 def _channel_error(images: Tensor, kernels: Tensor) -> str:
     """Why ``kernels`` has the wrong channel count for ``images``, naming both shapes."""
-    channels, kernel_channels = images.shape[1], kernels.shape[1]
+    channels, kernel_channels = int(images.shape[1]), int(kernels.shape[1])
     shapes = f"images {_shape(images)}, kernels {_shape(kernels)}"
     for groups, what in ((channels, "C·K²"), (1, "K²")):
         if groups <= 0 or kernel_channels % groups:

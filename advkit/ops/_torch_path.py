@@ -11,8 +11,6 @@ dtype.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -33,13 +31,11 @@ def kernel_geometry(channels: int, kernel_channels: int) -> tuple[int, int] | No
     G = C is preferred where both readings fit (only possible when C is itself an odd square, e.g.
     C = 9 with 9 kernel channels reads as K = 1 per channel, not a shared 3×3). None if neither fits.
     """
+    # Comparisons only (no isqrt), so symbolic sizes under torch.compile(dynamic=True) work.
     for groups in (channels, 1):
-        if groups <= 0 or kernel_channels % groups:
-            continue
-        taps = kernel_channels // groups
-        size = math.isqrt(taps)
-        if size * size == taps and size % 2 == 1 and size <= MAX_KERNEL_SIZE:
-            return size, groups
+        for size in range(1, MAX_KERNEL_SIZE + 1, 2):
+            if groups * size * size == kernel_channels:
+                return size, groups
     return None
 
 

@@ -15,6 +15,16 @@ from advkit.ops import KernelFilter, kernel_filter, kernel_filter_reference
 PADDINGS = ("zeros", "reflect", "replicate")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These inputs are tiny: a second thread gains nothing and, on a busy 2-core machine, made
+    gradgradcheck's thousands of small ops up to 15× slower (thread wake-ups under contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_inputs(batch, channels, height, width, size, groups, dtype=torch.float32, seed=0):
     """Images in [0, 1] and kernels that sum to 1 over each pixel's taps, like predicted kernels."""
     gen = torch.Generator().manual_seed(seed)
@@ -188,6 +198,20 @@ def test_torch_compile_fullgraph(backend):
     (out_eager * weights).sum().backward()
     (out_compiled * weights).sum().backward()
     torch.testing.assert_close(x_compiled.grad, x_eager.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_torch_compile_dynamic_shapes():
+    torch._dynamo.reset()
+    compiled = torch.compile(
+        lambda x, k: kernel_filter(x, k, "reflect"), fullgraph=True, backend="aot_eager", dynamic=True
+    )
+    for batch, height, width, size in ((2, 8, 9, 3), (3, 10, 7, 5)):
+        images, kernels = make_inputs(batch, 3, height, width, size, 3)
+        kernels.requires_grad_()
+        out = compiled(images, kernels)
+        torch.testing.assert_close(out, kernel_filter_reference(images, kernels, "reflect"), atol=1e-5, rtol=0)
+        out.sum().backward()
+        assert kernels.grad.shape == kernels.shape
 
 
 def test_module_matches_function():
