@@ -1,0 +1,118 @@
+"""Momentum iterative FGSM (Dong et al., 2018), L∞, untargeted; the loop DIM and the TI variants share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advkit.attacks.base import Attack, as_eps_tensor, check_images
+
+
+def normalize_mean_abs(grad: torch.Tensor) -> torch.Tensor:
+    """Each sample of ``grad`` (B, ...) divided by its mean absolute value (all-zero samples stay 0).
+
+    Dong et al. divide by the L1 norm; the mean differs from it by the constant C·H·W, which no
+    sign of the momentum depends on, and keeps the momentum's scale independent of the image size.
+    """
+    scale = grad.abs().mean(dim=tuple(range(1, grad.ndim)), keepdim=True)
+    return torch.where(scale > 0, grad / scale, torch.zeros_like(grad))
+
+
+class MIFGSM(Attack):
+    """MI-FGSM: ``steps`` signed steps on the momentum g ← μ·g + ∇/mean|∇| of the cross-entropy.
+
+    Args:
+        model: classifier over [0, 1] images.
+        eps: L∞ radius on the [0, 1] scale (a per-sample tensor may be passed to ``forward``).
+        steps: iterations T (default 10).
+        decay: momentum decay μ (default 1.0; 0 gives I-FGSM with normalized gradients).
+        step: absolute step size; None (default): eps / steps per sample, as in the paper.
+        precision, channels_last: see `Attack`.
+
+    ``forward(images, labels=None, eps=None, init=None)``: images (B, C, H, W) in [0, 1]; labels
+    (B,) or None (the model's predictions); eps a scalar or (B,) tensor; ``init`` is accepted for
+    the uniform call and ignored (no random start). Each step is clipped to the eps-ball around the
+    input and to [0, 1]. Returns the adversarial images (B, C, H, W), float32.
+
+    Subclasses change the loop through two hooks: ``transform_input`` (DIM's diverse inputs, applied
+    inside the graph) and ``transform_gradient`` (TI's smoothing, applied before normalization).
+    """
+
+    name = "mifgsm"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        steps: int = 10,
+        decay: float = 1.0,
+        step: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, **kwargs)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if decay < 0:
+            raise ValueError(f"decay must be >= 0, got {decay}")
+        self.eps = eps
+        self.steps = steps
+        self.decay = decay
+        self.step = step
+
+    def transform_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What the model sees at each step (identity here); must keep the batch size."""
+        return images
+
+    def transform_gradient(self, grad: torch.Tensor) -> torch.Tensor:
+        """The raw input gradient before normalization (identity here)."""
+        return grad
+
+    def loss_gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """∇_x Σ CE(model(transform_input(x)), y) at ``images`` (detached), float32."""
+        x = images.detach().requires_grad_(True)
+        logits = self.logits(self.transform_input(x))
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+        return grad
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        eps: float | torch.Tensor | None = None,
+        init: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        check_images(images)
+        x0 = images.detach().float()
+        b = x0.shape[0]
+        labels = self.resolve_labels(x0, labels)
+        eps_raw = self.eps if eps is None else eps
+        eps_t = as_eps_tensor(eps_raw, b, x0)
+        # eps / steps in float64 then rounded once, as a Python-float step would be.
+        step_t = as_eps_tensor(
+            torch.as_tensor(eps_raw, dtype=torch.float64) / self.steps if self.step is None else self.step, b, x0
+        )
+        x = x0.clone()
+        momentum = torch.zeros_like(x0)
+        for _ in range(self.steps):
+            grad = self.transform_gradient(self.loss_gradient(x, labels))
+            momentum = self.decay * momentum + normalize_mean_abs(grad)
+            moved = x + step_t * momentum.sign()
+            x = (x0 + torch.clamp(moved - x0, -eps_t, eps_t)).clamp(0, 1)
+        return x.detach()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "norm": "linf",
+            "eps": self.eps,
+            "steps": self.steps,
+            "step": self.step,
+            "decay": self.decay,
+            "gradient_normalization": "mean_abs",
+            "loss": "cross_entropy",
+            "targeted": False,
+        }
