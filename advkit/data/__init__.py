@@ -10,6 +10,14 @@ from advkit.data.images import (
     to_uint8_hwc,
     write_png,
 )
+from advkit.data.store import (
+    PairDataset,
+    PairStore,
+    PairStoreWriter,
+    merge_stores,
+    quantize_delta,
+    reconstruct_adv,
+)
 from advkit.data.sources import (
     CIFAR10_CLASSES,
     SAMPLE_IMAGES,
@@ -21,6 +29,12 @@ from advkit.data.sources import (
 )
 
 __all__ = [
+    "PairDataset",
+    "PairStore",
+    "PairStoreWriter",
+    "merge_stores",
+    "quantize_delta",
+    "reconstruct_adv",
     "CIFAR10_CLASSES",
     "IMAGE_EXTENSIONS",
     "SAMPLE_IMAGES",

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from advkit.attacks.edges import CannyEdges, SobelEdges, create_edge_model
+from advkit.attacks.pasadena import Pasadena, add_gaussian_noise, gaussian_kernels
+from advkit.models import create_classifier, create_denoiser
+from advkit.ops import kernel_filter
+
+
+@pytest.fixture(scope="module")
+def setup(cifar_first_100, weights_dir):
+    x, _ = cifar_first_100
+    x = x[::10][:8]
+    torch.manual_seed(0)
+    kpn = create_denoiser("kpn", width=4).eval()
+    with torch.no_grad():
+        for p in kpn.parameters():
+            p.add_(torch.randn_like(p) * 0.002)
+    return create_classifier("resnet20"), kpn, add_gaussian_noise(x, 0.1, seed=0), x
+
+
+def test_edges_are_in_unit_range_and_multi_scale(setup):
+    _, _, noisy, _ = setup
+    e = SobelEdges((0.5, 1.0, 2.0))(noisy)
+    assert e.shape == (8, 3, 32, 32) and e.min() >= 0 and e.max() <= 1
+    c = CannyEdges(sigma=1.0, width=5)(noisy)
+    assert c.shape == (8, 1, 32, 32) and set(c.unique().tolist()) <= {0.0, 1.0}
+    thin = CannyEdges(sigma=1.0, width=1)(noisy)
+    assert c.sum() > thin.sum()  # dilation widens the edges
+    with pytest.raises(ValueError):
+        CannyEdges(width=4)
+    assert isinstance(create_edge_model("canny", width=3), CannyEdges)
+
+
+def test_gaussian_kernels_sum_to_one():
+    k = gaussian_kernels(torch.rand(2, 3, 6, 7), 5, 1.0)
+    assert k.shape == (2, 25, 6, 7)
+    torch.testing.assert_close(k.sum(1), torch.ones(2, 6, 7))
+
+
+@pytest.mark.parametrize("variant", ["advkit", "paper"])
+def test_attack_contract(setup, variant):
+    model, kpn, noisy, _ = setup
+    r = Pasadena(model, kpn, variant=variant, steps=5).run(noisy)
+    adv, flipped = r["adv"], r["flipped"]
+    assert adv.shape == noisy.shape and adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        pred = model(adv).argmax(1)
+    # success is "prediction changed from the model's own prediction on the noisy input"
+    assert torch.equal(flipped, pred != r["labels"])
+    assert torch.all(r["steps"] <= 5) and torch.all(r["steps"] >= 1)
+    # images that did not flip ran every step; flipped ones stopped at their first flip
+    assert torch.all(r["steps"][~flipped] == 5)
+    assert r["mask"].shape == (8, 1, 32, 32) and r["mask"].min() > 0 and r["mask"].max() < 1
+
+
+def test_paper_variant_first_step_is_raw_gradient_ascent(setup):
+    """One iteration of Algorithm 1 by hand: K^a = K^n + α∇K^a J, w = w0 + α∇w J."""
+    model, kpn, noisy, _ = setup
+    x = noisy[:1]
+    attack = Pasadena(model, kpn, variant="paper", steps=1, lam=0.9, theta=0.45, alpha=0.1, seed=3)
+    result = attack.run(x)
+    k_n = kpn.kernels(x).detach()
+    edges = attack.edges(x)
+    g = torch.Generator().manual_seed(3)
+    w0 = torch.rand(1, edges.shape[1], generator=g)
+    w0 = w0 / w0.sum()
+    y = model(x).argmax(1)
+    ka = k_n.clone().requires_grad_(True)
+    w = w0.clone().requires_grad_(True)
+    m = torch.sigmoid((w[:, :, None, None] * edges).sum(1, keepdim=True) - 0.45)
+    out = kernel_filter(x, m * ka + (1 - m) * k_n, padding=kpn.padding)
+    j = 0.9 * F.cross_entropy(model(out), y, reduction="sum") - 0.1 * (ka - k_n).pow(2).sum()
+    gk, gw = torch.autograd.grad(j, [ka, w])
+    ka1, w1 = k_n + 0.1 * gk, w0 + 0.1 * gw
+    m1 = torch.sigmoid((w1[:, :, None, None] * edges).sum(1, keepdim=True) - 0.45)
+    expected = kernel_filter(x, m1 * ka1 + (1 - m1) * k_n, padding=kpn.padding).clamp(0, 1)
+    torch.testing.assert_close(result["adv"], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_batched_equals_one_at_a_time(setup):
+    model, kpn, noisy, _ = setup
+    attack = Pasadena(model, kpn, steps=6)
+    batched = attack.run(noisy[:4])
+    for i in range(4):
+        single = attack.run(noisy[i : i + 1])
+        assert torch.equal(single["flipped"], batched["flipped"][i : i + 1])
+        torch.testing.assert_close(single["adv"], batched["adv"][i : i + 1], atol=1e-4, rtol=0)
+
+
+def test_gaussian_ablation_and_noise(setup):
+    model, _, noisy, x = setup
+    r = Pasadena(model, "gaussian", edges=CannyEdges(width=3), steps=3).run(noisy)
+    assert r["adv"].shape == noisy.shape
+    n1 = add_gaussian_noise(x, 0.1, seed=1)
+    assert torch.equal(n1, add_gaussian_noise(x, 0.1, seed=1)) and not torch.equal(n1, noisy)
+    assert 0.07 < float((n1 - x).std()) < 0.11
+
+
+def test_bad_arguments(setup):
+    model, kpn, _, _ = setup
+    with pytest.raises(ValueError, match="variant"):
+        Pasadena(model, kpn, variant="fast")
+    with pytest.raises(ValueError, match="lam"):
+        Pasadena(model, kpn, lam=1.5)
