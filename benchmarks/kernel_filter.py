@@ -131,28 +131,34 @@ def cpu_peak_in_fresh_process(method: str, case: Case, dtype: str, backward: boo
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def time_ms(step: Callable[[], object], device: torch.device, repeat: int) -> tuple[float, float]:
-    """(median, min) milliseconds per call; on CUDA from CUDA events around 10 back-to-back calls."""
-    for _ in range(3):
-        step()  # warm-up (Triton compiles and autotunes here)
+def _time_once_ms(step: Callable[[], object], device: torch.device) -> float:
     if device.type == "cuda":
-        inner = 10
-        times = []
-        for _ in range(repeat):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(inner):
-                step()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / inner)
-        return statistics.median(times), min(times)
-    times = []
+        inner = 10  # back-to-back calls between two events, so launch gaps count as they would
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            step()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / inner
+    t0 = time.perf_counter()
+    step()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def time_interleaved_ms(
+    steps: dict[str, Callable[[], object]], device: torch.device, repeat: int
+) -> dict[str, tuple[float, float]]:
+    """(median, min) milliseconds per call of each step, the steps taking turns run by run so
+    that both see the same machine (other processes on a shared CPU, GPU clocks)."""
+    for step in steps.values():
+        for _ in range(3):
+            step()  # warm-up (Triton compiles and autotunes here)
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), min(times)
+        for name, step in steps.items():
+            times[name].append(_time_once_ms(step, device))
+    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
 def cuda_peak_extra_bytes(step: Callable[[], object]) -> int:
@@ -183,31 +189,32 @@ class Row:
 def measure(case: Case, dtype: str, device: torch.device, repeat: int, memory: bool) -> list[Row]:
     rows = []
     for backward in (False, True):
-        for method in METHODS:
-            step, returned = make_step(method, case, DTYPES[dtype], device, backward)
-            ms, ms_min = time_ms(step, device, repeat)
-            peak = None
-            if memory:
-                if device.type == "cuda":
-                    peak = cuda_peak_extra_bytes(step)
-                else:
-                    del step
-                    gc.collect()
-                    peak = cpu_peak_in_fresh_process(method, case, dtype, backward)
+        mode = "fwd+bwd" if backward else "fwd"
+        made = {m: make_step(m, case, DTYPES[dtype], device, backward) for m in METHODS}
+        timings = time_interleaved_ms({m: step for m, (step, _) in made.items()}, device, repeat)
+        peaks: dict[str, int | None] = dict.fromkeys(METHODS)
+        if memory and device.type == "cuda":
+            peaks = {m: cuda_peak_extra_bytes(step) for m, (step, _) in made.items()}
+        returned = {m: nbytes for m, (_, nbytes) in made.items()}
+        del made
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        elif memory:
+            peaks = {m: cpu_peak_in_fresh_process(m, case, dtype, backward) for m in METHODS}
+        for m in METHODS:
+            peak = peaks[m]
             rows.append(
                 Row(
                     case.name,
                     dtype,
-                    method,
-                    "fwd+bwd" if backward else "fwd",
-                    ms,
-                    ms_min,
+                    m,
+                    mode,
+                    *timings[m],
                     None if peak is None else peak / 2**20,
-                    None if peak is None else (peak - returned) / 2**20,
+                    None if peak is None else (peak - returned[m]) / 2**20,
                 )
             )
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
     return rows
 
 

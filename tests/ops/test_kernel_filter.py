@@ -6,12 +6,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 from advkit.ops import KernelFilter, kernel_filter, kernel_filter_reference
 
+REPO = Path(__file__).resolve().parents[2]
 PADDINGS = ("zeros", "reflect", "replicate")
 
 
@@ -276,6 +278,7 @@ def _run_python(code: str, env: dict[str, str] | None = None) -> str:
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=REPO,
         env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stderr[-4000:]
