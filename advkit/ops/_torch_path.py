@@ -1,12 +1,14 @@
 """The kernel filter and its two gradients in plain torch (CPU, and any device without Triton).
 
 Shift-accumulate: for each of the K² offsets (i, j) one fused multiply-add of the shifted padded
-image with the (B, G, H, W) slice of kernels that belongs to that offset. Work goes batch-chunk by
-batch-chunk so that the padded image, the accumulator and the current kernel slice stay in cache,
-and nothing of size B·C·K²·H·W is ever allocated beyond the kernels and their gradient.
+image with the (B, G, H, W) strided view of the kernels that belongs to that offset. Scratch is a
+few image-sized tensors (the padded image, a float32 accumulator for half types); nothing of the
+size B·C·K²·H·W is allocated beyond the kernels and their gradient, and kernels of any layout are
+read in place. Each call is 1–3 large elementwise ops per tap, few enough that a second thread
+helps even on a busy machine (many small ops stall when a core is taken by another process).
 
-Half and bfloat16 inputs are computed in float32 chunk by chunk; results are stored in the input
-dtype.
+Half and bfloat16 inputs are computed in float32, one tap at a time; results are stored in the
+input dtype.
 """
 
 from __future__ import annotations
@@ -18,12 +20,6 @@ PADDING_MODES = ("zeros", "reflect", "replicate")
 MAX_KERNEL_SIZE = 15
 
 _TORCH_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate"}
-
-# Image elements per batch-chunk (C·H·W per image). Chunking bounds the scratch (padded copies,
-# float32 or contiguous copies of the kernels) to one chunk; on 2 cores at 16×3×224², K=5, chunks of
-# 2^19 elements ran as fast as or faster than the whole batch at once, and 2^17 to 2^20 within noise.
-_CHUNK_ELEMENTS = 1 << 19
-
 
 def kernel_geometry(channels: int, kernel_channels: int) -> tuple[int, int] | None:
     """(K, G) such that ``kernel_channels == G·K²`` with G = ``channels`` or 1, K odd in 1..15.
@@ -88,66 +84,44 @@ def fold_padding(grad_padded: torch.Tensor, radius: int, padding: str) -> torch.
     return folded
 
 
-def _batch_chunks(batch: int, per_image: int) -> list[tuple[int, int]]:
-    step = max(1, _CHUNK_ELEMENTS // max(1, per_image))
-    return [(start, min(batch, start + step)) for start in range(0, batch, step)]
-
-
-def _taps(kernels: torch.Tensor, groups: int, size: int) -> torch.Tensor:
-    """A batch-chunk of kernels as a contiguous (n, G, K², H, W) tensor, still in its own dtype.
-
-    Half types are converted one (n, G, H, W) tap at a time by the caller, so the float32 scratch
-    is one tap, not the chunk's K² of them.
-    """
-    n, _, height, width = kernels.shape
-    return kernels.contiguous().view(n, groups, size * size, height, width)
+def _tap(kernels: torch.Tensor, size: int, i: int, j: int) -> torch.Tensor:
+    """The (B, G, H, W) view of tap (i, j): channels g·K² + i·K + j for every group g; no copy."""
+    return kernels[:, i * size + j :: size * size]
 
 
 def forward(images: torch.Tensor, kernels: torch.Tensor, padding: str) -> torch.Tensor:
-    batch, channels, height, width = images.shape
-    size, groups = geometry_or_raise(channels, kernels.shape[1])
-    radius = size // 2
+    channels, height, width = images.shape[1:]
+    size, _ = geometry_or_raise(channels, kernels.shape[1])
     dtype = compute_dtype(images.dtype)
+    padded = pad(images.to(dtype), size // 2, padding)
     out = torch.empty_like(images)
-    for start, stop in _batch_chunks(batch, channels * height * width):
-        padded = pad(images[start:stop].to(dtype), radius, padding)
-        taps = _taps(kernels[start:stop], groups, size)
-        dest = out[start:stop]
-        direct = dest.dtype == dtype and dest.is_contiguous()
-        acc = dest if direct else torch.empty(dest.shape, dtype=dtype, device=dest.device)
-        for i in range(size):
-            for j in range(size):
-                shifted = padded[:, :, i : i + height, j : j + width]
-                tap = taps[:, :, i * size + j].to(dtype)  # (n, G, H, W); broadcasts over C if G = 1
-                if i == 0 and j == 0:
-                    torch.mul(shifted, tap, out=acc)
-                else:
-                    acc.addcmul_(shifted, tap)
-        if not direct:
-            dest.copy_(acc)
+    acc = out if out.dtype == dtype else torch.empty(out.shape, dtype=dtype, device=out.device)
+    for i in range(size):
+        for j in range(size):
+            shifted = padded[:, :, i : i + height, j : j + width]
+            tap = _tap(kernels, size, i, j).to(dtype)  # broadcasts over the channels when G = 1
+            if i == 0 and j == 0:
+                torch.mul(shifted, tap, out=acc)
+            else:
+                acc.addcmul_(shifted, tap)
+    if acc is not out:
+        out.copy_(acc)
     return out
 
 
 def grad_images(grad_out: torch.Tensor, kernels: torch.Tensor, padding: str) -> torch.Tensor:
     """Adjoint of the filter in its image argument: scatter grad_out·kernel to the pixels read."""
     batch, channels, height, width = grad_out.shape
-    size, groups = geometry_or_raise(channels, kernels.shape[1])
+    size, _ = geometry_or_raise(channels, kernels.shape[1])
     radius = size // 2
     dtype = compute_dtype(grad_out.dtype)
-    result = torch.empty_like(grad_out)
-    for start, stop in _batch_chunks(batch, channels * height * width):
-        grad = grad_out[start:stop].to(dtype, memory_format=torch.contiguous_format)
-        taps = _taps(kernels[start:stop], groups, size)
-        grad_padded = grad.new_zeros(
-            (stop - start, channels, height + 2 * radius, width + 2 * radius)
-        )
-        for i in range(size):
-            for j in range(size):
-                grad_padded[:, :, i : i + height, j : j + width].addcmul_(
-                    grad, taps[:, :, i * size + j].to(dtype)
-                )
-        result[start:stop].copy_(fold_padding(grad_padded, radius, padding))
-    return result
+    grad = grad_out.to(dtype)
+    grad_padded = grad.new_zeros((batch, channels, height + 2 * radius, width + 2 * radius))
+    for i in range(size):
+        for j in range(size):
+            window = grad_padded[:, :, i : i + height, j : j + width]
+            window.addcmul_(grad, _tap(kernels, size, i, j).to(dtype))
+    return torch.empty_like(grad_out).copy_(fold_padding(grad_padded, radius, padding))
 
 
 def grad_kernels(
@@ -159,23 +133,20 @@ def grad_kernels(
     """
     batch, channels, height, width = images.shape
     size, groups = geometry_or_raise(channels, kernel_channels)
-    radius = size // 2
     dtype = compute_dtype(images.dtype)
+    grad = grad_out.to(dtype)
+    padded = pad(images.to(dtype), size // 2, padding)
     result = images.new_empty((batch, kernel_channels, height, width))
     direct = result.dtype == dtype
-    for start, stop in _batch_chunks(batch, channels * height * width):
-        grad = grad_out[start:stop].to(dtype, memory_format=torch.contiguous_format)
-        padded = pad(images[start:stop].to(dtype), radius, padding)
-        dest = result[start:stop].view(stop - start, groups, size * size, height, width)
-        for i in range(size):
-            for j in range(size):
-                shifted = padded[:, :, i : i + height, j : j + width]
-                target = dest[:, :, i * size + j]
-                value = torch.mul(grad[:, :groups], shifted[:, :groups], out=target if direct else None)
-                # G = 1: the other channels add into the shared tap. (torch.sum(..., out=target)
-                # into this strided view ran erratically, up to 30× slower.)
-                for c in range(groups, channels):
-                    value.addcmul_(grad[:, c : c + 1], shifted[:, c : c + 1])
-                if not direct:
-                    target.copy_(value)
+    for i in range(size):
+        for j in range(size):
+            shifted = padded[:, :, i : i + height, j : j + width]
+            target = _tap(result, size, i, j)
+            value = torch.mul(grad[:, :groups], shifted[:, :groups], out=target if direct else None)
+            # G = 1: the other channels add into the shared tap. (torch.sum(..., out=target)
+            # into this strided view ran erratically, up to 30× slower.)
+            for c in range(groups, channels):
+                value.addcmul_(grad[:, c : c + 1], shifted[:, c : c + 1])
+            if not direct:
+                target.copy_(value)
     return result
