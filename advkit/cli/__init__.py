@@ -109,7 +109,15 @@ def _root(
 
 def _register_commands() -> None:
     # Imported here so each command module stays importable on its own.
-    from advkit.cli import defend_cmd, gen_adv_cmd, models_cmd, predict_cmd, store_cmd, train_cmd
+    from advkit.cli import (
+        attack_denoise_cmd,
+        defend_cmd,
+        gen_adv_cmd,
+        models_cmd,
+        predict_cmd,
+        store_cmd,
+        train_cmd,
+    )
 
     models_cmd.register(app)
     predict_cmd.register(app)
@@ -117,6 +125,7 @@ def _register_commands() -> None:
     store_cmd.register(app)
     train_cmd.register(app)
     defend_cmd.register(app)
+    attack_denoise_cmd.register(app)
 
 
 _register_commands()

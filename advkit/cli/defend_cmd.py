@@ -14,7 +14,9 @@ def register(app: typer.Typer) -> None:
     @app.command("defend")
     def defend(
         ctx: typer.Context,
-        src: Annotated[Path, typer.Argument(help="An image, a folder of images, or a pair store (.h5).")],
+        src: Annotated[
+            Path, typer.Argument(help="An image, a folder of images, a pair store (.h5), or 'sample'.")
+        ],
         dst: Annotated[Path, typer.Argument(help="Output PNG, folder, or store.")],
         denoiser: Annotated[
             str, typer.Option("--denoiser", help="A shipped denoiser name or a checkpoint path.")
@@ -33,7 +35,10 @@ def register(app: typer.Typer) -> None:
         device: DeviceOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """Denoise with AdvFilter (by default the shipped CIFAR-10 Filt checkpoint, offline)."""
+        """Denoise with AdvFilter (by default the shipped CIFAR-10 Filt checkpoint, offline).
+
+        `advkit defend sample OUT/` denoises the bundled sample photos into OUT/.
+        """
         from advkit.defenses import AdvFilter
         from advkit.defenses.apply import check_output_dir, defend_path
         from advkit.errors import ImageReadError, UsageError
@@ -41,7 +46,7 @@ def register(app: typer.Typer) -> None:
         opts = get_options(ctx, device=device, json=json_out)
         if tile < 32:
             raise UsageError(f"--tile must be at least 32, got {tile}")
-        if not src.exists():
+        if not src.exists() and str(src) != "sample":
             raise ImageReadError(f"input not found: {src}")
         check_output_dir(dst)
         dev = device_of(opts)

@@ -80,9 +80,10 @@ def defend_folder(
     device: torch.device | str = "cpu",
     tile: int = 512,
     on_progress: Callable[[int, int], None] | None = None,
+    files: list[Path] | None = None,
 ) -> dict[str, Any]:
-    """Denoise every image under ``src`` into ``dst``, mirroring relative paths, as PNG."""
-    files = list_images(src)
+    """Denoise every image under ``src`` (or the given ``files`` in it) into ``dst`` as PNG, mirroring paths."""
+    files = list_images(src) if files is None else files
     outputs = []
     for i, f in enumerate(files):
         out = (dst / f.relative_to(src)).with_suffix(".png")
@@ -160,6 +161,15 @@ def defend_path(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Dispatch on what ``src`` is: an image file, a folder of images, or a pair store (.h5)."""
+    if os.fspath(src) == "sample" and not Path("sample").exists():
+        # The bundled sample (scikit-image's photos): denoise them all into the folder dst.
+        from advkit.data.sources import open_source
+
+        sample = open_source("sample")
+        dst = Path(dst)
+        check_output_dir(dst)
+        return defend_folder(advfilter, sample.root, dst, device=device, tile=tile, on_progress=on_progress,
+                             files=sample.files)
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise ImageReadError(f"input not found: {src}")
