@@ -23,6 +23,9 @@ try:  # typer >= 0.2x vendors its own click; older typer uses the click package
 except ImportError:  # pragma: no cover
     import click  # type: ignore[no-redef]
 
+# click.Abort (Ctrl-C at a prompt); typer's vendored click has no Abort, where Ctrl-C arrives as is.
+_ABORT: type[BaseException] = getattr(click, "Abort", None) or getattr(click.exceptions, "Abort", KeyboardInterrupt)
+
 
 def _debug() -> bool:
     return os.environ.get("ADVKIT_DEBUG", "") not in ("", "0")
@@ -56,7 +59,7 @@ class AdvkitGroup(TyperGroup):
         except click.ClickException as exc:
             sys.stderr.write(f"error: {_one_line(exc.format_message())}\n")
             code = exc.exit_code
-        except (click.Abort, KeyboardInterrupt):
+        except (_ABORT, KeyboardInterrupt):
             sys.stderr.write("error: interrupted\n")
             code = 130
         except Exception as exc:  # noqa: BLE001  (the one place that turns bugs into a line)
@@ -111,6 +114,7 @@ def _register_commands() -> None:
     # Imported here so each command module stays importable on its own.
     from advkit.cli import (
         attack_denoise_cmd,
+        bench_cmd,
         defend_cmd,
         gen_adv_cmd,
         models_cmd,
@@ -126,6 +130,7 @@ def _register_commands() -> None:
     train_cmd.register(app)
     defend_cmd.register(app)
     attack_denoise_cmd.register(app)
+    bench_cmd.register(app)
 
 
 _register_commands()

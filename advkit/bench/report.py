@@ -1,0 +1,142 @@
+"""Write a bench report: ``results.json`` (everything), ``results.csv`` (one row per number),
+``results.md`` (tables laid out like the papers') and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from advkit.bench.plot import line_plot, scatter_plot
+from advkit.utils import atomic_path
+
+CSV_FIELDS = ("suite", "mode", "model", "defense_or_method", "eps", "n", "metric", "value")
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def csv_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report flattened to (suite, mode, model, defense/method, eps, n, metric, value) rows."""
+    rows: list[dict[str, Any]] = []
+    suite = report["suite"]
+    for mode in ("oblivious", "adaptive"):
+        for model, defenses in report.get(mode, {}).items():
+            for name, entry in defenses.items():
+                for cell in entry["per_eps"]:
+                    for metric in ("accuracy", "accuracy_undefended", "psnr"):
+                        if cell.get(metric) is not None:
+                            rows.append({"suite": suite, "mode": mode, "model": model, "defense_or_method": name,
+                                         "eps": cell["eps"], "n": cell["n"], "metric": metric,
+                                         "value": cell[metric]})
+                if "sanity" in entry:
+                    s = entry["sanity"]
+                    rows.append({"suite": suite, "mode": mode, "model": model, "defense_or_method": name,
+                                 "eps": s["eps"], "n": s["n"], "metric": "sanity_accuracy", "value": s["accuracy"]})
+    for model, result in report.get("pasadena", {}).items():
+        for method, r in result["methods"].items():
+            metrics = {k: r[k] for k in ("success", "success_on_correct", "psnr", "ssim", "psnr_l", "brisque")}
+            metrics.update({f"transfer_{t}": v for t, v in r["transfer"].items()})
+            for metric, value in metrics.items():
+                if value is not None:
+                    rows.append({"suite": suite, "mode": "white-box", "model": model, "defense_or_method": method,
+                                 "eps": result["baseline_eps"] if method not in ("pasadena", "denoise") else "",
+                                 "n": r["n"], "metric": metric, "value": value})
+    return rows
+
+
+def display_name(name: str) -> str:
+    """A defense given as a checkpoint path is shown by its file name."""
+    return Path(name).name if ("/" in name or "\\" in name) else name
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Tables as in the papers: accuracy (%) per defense (rows) and radius (columns)."""
+    lines = [f"# advkit bench — {report['suite']} suite", ""]
+    cfg = report["config"]
+    lines += [f"Models {', '.join(cfg['models'])}; {cfg['n']} images; device {report['device']}; "
+              f"seed {cfg['seed']}; wall time of this invocation {report['wall_time_s']:.0f} s; advkit {report['versions']['advkit']}.", ""]
+    titles = {
+        "oblivious": f"Oblivious: PGD-{cfg['steps']} on the bare classifier, then the defense. Accuracy (%).",
+        "adaptive": (f"Adaptive: PGD-{cfg['adaptive_steps']} through defense ∘ classifier (BPDA for "
+                     f"non-differentiable defenses). Accuracy (%). Sanity: accuracy under unbounded PGD-"
+                     f"{cfg['sanity_steps']} (eps = 1); 'gradient masked' means the attack could not follow "
+                     "the gradient and the row is not a robustness bound."),
+    }
+    for mode in ("oblivious", "adaptive"):
+        for model, defenses in report.get(mode, {}).items():
+            radii = [c["eps"] for c in next(iter(defenses.values()))["per_eps"]]
+            head = ["defense", *("clean" if e == 0 else f"{e:g}" for e in radii)]
+            if mode == "adaptive":
+                head += ["gradient", "sanity"]
+            lines += [f"## {model} — {titles[mode]}", "", "| " + " | ".join(head) + " |",
+                      "|" + "---|" * len(head)]
+            if mode == "oblivious":
+                first = next(iter(defenses.values()))["per_eps"]
+                undefended = [_pct(c.get("accuracy_undefended")) for c in first]
+                lines.append("| (attacked, no defense) | " + " | ".join(undefended) + " |")
+            for name, entry in defenses.items():
+                cells = [_pct(c.get("accuracy")) for c in entry["per_eps"]]
+                if mode == "adaptive":
+                    s = entry["sanity"]
+                    cells += [entry["gradient"], f"{_pct(s['accuracy'])} ({s['verdict']})"]
+                lines.append(f"| {display_name(name)} | " + " | ".join(cells) + " |")
+            lines.append("")
+    for model, result in report.get("pasadena", {}).items():
+        targets = sorted({t for r in result["methods"].values() for t in r["transfer"]})
+        head = ["method", "success", "on correct", *(f"→ {t}" for t in targets), "PSNR", "SSIM", "PSNR_L", "BRISQUE"]
+        lines += [f"## Pasadena — source {model} (noisy input σ = {result['sigma']:g}: PSNR "
+                  f"{result['noisy']['psnr']:.2f}, SSIM {result['noisy']['ssim']:.3f})", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for method, r in result["methods"].items():
+            lines.append("| " + " | ".join([
+                method, _pct(r["success"]), _pct(r["success_on_correct"]),
+                *(_pct(r["transfer"].get(t)) for t in targets),
+                f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['psnr_l']:.2f}", f"{r['brisque']:.1f}",
+            ]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plots(report: dict[str, Any], out: Path) -> list[str]:
+    """PNG plots: accuracy vs eps (log axis) per defense, per mode and model; success vs SSIM."""
+    written = []
+    for mode in ("oblivious", "adaptive"):
+        for model, defenses in report.get(mode, {}).items():
+            series = {display_name(name): ([c["eps"] for c in e["per_eps"]], [c.get("accuracy") for c in e["per_eps"]])
+                      for name, e in defenses.items()}
+            if mode == "oblivious":
+                first = next(iter(defenses.values()))["per_eps"]
+                series = {"no defense (attacked)": ([c["eps"] for c in first],
+                                                    [c.get("accuracy_undefended") for c in first]), **series}
+            name = f"accuracy_vs_eps_{mode}_{model}.png"
+            line_plot(series, out / name, title=f"{model}: accuracy under {mode} PGD", xlabel="eps (L-inf, log)",
+                      ylabel="accuracy")
+            written.append(name)
+    for model, result in report.get("pasadena", {}).items():
+        points = {m: (r["ssim"], r["success"]) for m, r in result["methods"].items()}
+        name = f"success_vs_ssim_{model}.png"
+        scatter_plot(points, out / name, title=f"Pasadena suite, source {model}", xlabel="SSIM to clean",
+                     ylabel="white-box success")
+        written.append(name)
+    return written
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """Write every output file into ``out`` (each atomically) and list the plots in ``report``."""
+    report["plots"] = plots(report, out)
+    _write_text(out / "results.json", json.dumps(report, indent=2, default=float) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(csv_rows(report))
+    _write_text(out / "results.csv", buf.getvalue())
+    _write_text(out / "results.md", markdown(report) + "\n")

@@ -1,0 +1,402 @@
+"""Run a bench: the AdvFilter robustness suite or the Pasadena suite, resumable from ``out``.
+
+Every finished unit of work (a *cell*: one model × defense × mode, or one model's Pasadena run)
+is written to ``out/cells/<key>.json`` at once, so a killed run started again with the same
+arguments recomputes only what is missing; adversarial stores are made by `generate_pairs`,
+which resumes by itself. The report (``results.json``, ``results.csv``, ``results.md`` and the
+plots) is rebuilt from the cells at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import advkit
+from advkit.bench import robustness
+from advkit.bench.report import write_report
+from advkit.errors import UsageError
+from advkit.utils import atomic_path
+
+SUITES = ("advfilter", "pasadena")
+MODES = ("oblivious", "adaptive")
+
+
+@dataclass
+class BenchConfig:
+    """Everything that defines a bench run (recorded in ``results.json``; resuming must match it).
+
+    ``eps`` are L∞ radii on the [0, 1] scale; ``n`` images are taken balanced over classes (the first
+    ``n / classes`` of each class when that divides, else the first ``n``); ``adv`` maps a model
+    name to a pair store to reuse instead of attacking (oblivious mode, and the clean images of
+    adaptive mode).
+    """
+
+    models: list[str]
+    suite: str = "advfilter"
+    data: str | None = None
+    defenses: list[str] = field(default_factory=lambda: ["none", "advfilter", "pafilt", "jpeg", "smoothing",
+                                                         "bitdepth", "tvm"])
+    eps: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
+    attack: str = "pgd"
+    steps: int = 40
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    adaptive_steps: int = 40
+    sanity_n: int = 100
+    sanity_steps: int = 50
+    n: int = 1000
+    adv: dict[str, str] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=lambda: ["pasadena", "denoise", "mifgsm", "denoise+mifgsm"])
+    denoiser: str = "kpn-cifar10"
+    batch_size: int = 100
+    seed: int = 0
+    weights: str | None = None
+
+    def check(self) -> None:
+        if self.suite not in SUITES:
+            raise UsageError(f"unknown --suite {self.suite!r}; use {' or '.join(SUITES)}")
+        if not self.models:
+            raise UsageError("--model names no model")
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise UsageError(f"unknown --mode {','.join(bad) or '(none)'}; use oblivious and/or adaptive")
+        if self.attack != "pgd":
+            raise UsageError(f"unknown --attack {self.attack!r}; the bench attacks with pgd")
+        if self.weights is not None and len(self.models) > 1:
+            raise UsageError("--weights applies to one --model; give models one at a time")
+        for option, value in (("--n", self.n), ("--steps", self.steps), ("--adaptive-steps", self.adaptive_steps),
+                              ("--sanity-n", self.sanity_n), ("--sanity-steps", self.sanity_steps),
+                              ("--batch-size", self.batch_size)):
+            if value < 1:
+                raise UsageError(f"{option} must be >= 1, got {value}")
+        for e in self.eps:
+            if not 0 < e <= 1:
+                raise UsageError(f"eps {e:g} is out of range (0, 1]")
+        if self.suite == "advfilter" and not self.defenses:
+            raise UsageError("--defense names no defense")
+        if self.data is None and (self.suite == "pasadena" or any(m not in self.adv for m in self.models)):
+            raise UsageError("--data is needed (or --adv STORE for every model)")
+
+
+def adv_stores_by_model(paths: list[str]) -> dict[str, str]:
+    """Map each pair store to the model it was attacked against (its recorded registry name)."""
+    from advkit.data.store import PairStore
+
+    stores: dict[str, str] = {}
+    for path in paths:
+        with PairStore(path, require_complete=True) as store:
+            name = str(store.info.model).split("@")[0]
+        if name in stores:
+            raise UsageError(f"--adv {stores[name]} and {path} were both made against {name}")
+        stores[name] = str(path)
+    return stores
+
+
+def _cell_path(out: Path, key: str) -> Path:
+    return out / "cells" / (re.sub(r"[^A-Za-z0-9_.=-]+", "_", key) + ".json")
+
+
+def _load_cell(out: Path, key: str) -> Any | None:
+    path = _cell_path(out, key)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())["value"]
+    except (json.JSONDecodeError, KeyError):
+        return None  # a damaged cell is recomputed
+
+
+def _save_cell(out: Path, key: str, value: Any) -> None:
+    path = _cell_path(out, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"key": key, "value": value}, default=float) + "\n")
+
+
+def _check_resume(out: Path, config: BenchConfig) -> None:
+    """Refuse to mix cells of a different configuration into ``out``."""
+    path = out / "bench_config.json"
+    record = asdict(config)
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != json.loads(json.dumps(record)):
+            changed = sorted(k for k in record if previous.get(k) != json.loads(json.dumps(record[k])))
+            raise UsageError(f"{out} holds a bench run with other settings ({', '.join(changed)}); "
+                             "use another --out or --overwrite")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def select_images(labels: np.ndarray, n: int) -> np.ndarray:
+    """``n`` source indices balanced over the classes present (see `BenchConfig`)."""
+    from advkit.data.sources import select_indices
+
+    classes = np.unique(labels[labels >= 0])
+    if len(classes) and n % len(classes) == 0:
+        return select_indices(labels, per_class=n // len(classes))
+    return select_indices(labels, limit=n)
+
+
+class _Progress:
+    """One running total across the whole bench, reported as (done, total) units."""
+
+    def __init__(self, total: int, callback: Callable[[int, int], None] | None) -> None:
+        self.total, self.done, self.callback = total, 0, callback
+
+    def advance(self, units: int) -> None:
+        self.done += units
+        if self.callback:
+            self.callback(min(self.done, self.total), self.total)
+
+
+def run_bench(
+    config: BenchConfig,
+    out: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    overwrite: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run the bench described by ``config`` into the folder ``out`` and return the report dict."""
+    config.check()
+    out = Path(out)
+    device = torch.device(device)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    _check_resume(out, config)
+    started = time.time()
+    if config.suite == "advfilter":
+        cells = _run_advfilter(config, out, device, on_progress)
+    else:
+        cells = _run_pasadena(config, out, device, on_progress)
+    report = {
+        "suite": config.suite,
+        "config": asdict(config),
+        "versions": _versions(),
+        "device": _device_name(device),
+        "wall_time_s": round(time.time() - started, 1),
+        **cells,
+    }
+    write_report(report, out)
+    return report
+
+
+def _versions() -> dict[str, str]:
+    import torchvision
+
+    versions = {"advkit": advkit.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+                "python": platform.python_version()}
+    try:
+        import art
+
+        versions["adversarial-robustness-toolbox"] = art.__version__
+    except ImportError:  # the classical defenses need ART; the rest of the bench does not
+        pass
+    return versions
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+# ------------------------------------------------------------------------------------------------
+# AdvFilter suite
+
+
+def _advfilter_store(config: BenchConfig, model_name: str, classifier: torch.nn.Module, out: Path,
+                     device: torch.device, progress: _Progress) -> Path:
+    """The oblivious PGD store for ``model_name``: given with ``--adv`` or made (resumably) in ``out/adv``."""
+    if model_name in config.adv:
+        path = Path(config.adv[model_name])
+        from advkit.data.store import PairStore
+
+        with PairStore(path, require_complete=True) as store:
+            recorded = str(store.info.model)
+            if recorded.split("@")[0] != model_name:
+                raise UsageError(f"--adv {path} was made against {recorded.split('@')[0]}, not {model_name}")
+            missing = robustness.missing_radii(store, config.eps)
+            if missing:
+                raise UsageError(f"--adv {path} holds no rows at eps {', '.join(f'{e:g}' for e in missing)}")
+        return path
+    from advkit.attacks import PGD
+    from advkit.attacks.generate import generate_pairs, partial_path
+    from advkit.data.sources import open_source
+    from advkit.models import get_model_spec
+
+    path = out / "adv" / f"{model_name}.h5"
+    source = open_source(config.data, image_size=get_model_spec(model_name).input_size)  # type: ignore[arg-type]
+    indices = select_images(source.labels(), config.n)
+    attack = PGD(classifier, steps=config.steps, seed=config.seed)
+    before = 0
+
+    def step(done: int, total: int) -> None:
+        nonlocal before
+        progress.advance(done - before)
+        before = done
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        generate_pairs(source=source, indices=indices, attack=attack, eps=config.eps, out=path, model=classifier,
+                       model_id=classifier.identity, seed=config.seed, batch_size=config.batch_size,
+                       device=device, resume=partial_path(path).exists(), on_progress=step)
+    return path
+
+
+def _run_advfilter(config: BenchConfig, out: Path, device: torch.device,
+                   on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+    from advkit.data.store import PairStore
+    from advkit.defenses import create_defense
+    from advkit.models import create_classifier
+
+    n_def, n_eps = len(config.defenses), len(config.eps)
+    per_model = 0
+    if "oblivious" in config.modes:
+        # generating the store (when not given), then each defense over the radii and the clean images
+        per_model += config.n * n_eps * n_def + config.n * n_def
+    if "adaptive" in config.modes:
+        per_model += n_def * (config.n * (n_eps + 1) + min(config.sanity_n, config.n))
+    generated = sum(config.n * n_eps for m in config.models if m not in config.adv and "oblivious" in config.modes)
+    progress = _Progress(per_model * len(config.models) + generated, on_progress)
+    oblivious: dict[str, dict[str, Any]] = {}
+    adaptive: dict[str, dict[str, Any]] = {}
+    defenses: dict[str, torch.nn.Module] = {}
+
+    def defense(name: str) -> torch.nn.Module:
+        if name not in defenses:
+            defenses[name] = create_defense(name).to(device).eval()
+        return defenses[name]
+
+    for model_name in config.models:
+        classifier = create_classifier(model_name, config.weights).to(device).eval()
+        for p in classifier.parameters():
+            p.requires_grad_(False)
+        if "oblivious" not in config.modes and model_name not in config.adv:
+            # Adaptive only: the clean images come straight from the source; no oblivious store needed.
+            images, labels = _clean_from_source(config, model_name)
+            adaptive[model_name] = _adaptive(config, model_name, classifier, images, labels, defense, out, device,
+                                             progress)
+            continue
+        store_path = _advfilter_store(config, model_name, classifier, out, device, progress)
+        with PairStore(store_path, require_complete=True) as store:
+            rows = robustness.rows_for(store, config.eps, config.n)
+            if "oblivious" in config.modes:
+                oblivious[model_name] = {}
+                for name in config.defenses:
+                    key = f"oblivious/{model_name}/{name}"
+                    cell = _load_cell(out, key)
+                    if cell is None:
+                        cell = robustness.oblivious_cell(defense(name), classifier, store, rows,
+                                                         batch_size=config.batch_size, device=device,
+                                                         requested=config.eps)
+                        _save_cell(out, key, cell)
+                    progress.advance(sum(r["n"] for r in cell))
+                    oblivious[model_name][name] = {"per_eps": cell}
+            if "adaptive" in config.modes:
+                images, labels = robustness.clean_images(store, rows)
+                adaptive[model_name] = _adaptive(config, model_name, classifier, images, labels, defense, out,
+                                                 device, progress)
+    return {"oblivious": oblivious, "adaptive": adaptive}
+
+
+def _clean_from_source(config: BenchConfig, model_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from advkit.data.sources import open_source
+    from advkit.models import get_model_spec
+
+    source = open_source(config.data, image_size=get_model_spec(model_name).input_size)  # type: ignore[arg-type]
+    indices = select_images(source.labels(), config.n)
+    images = torch.from_numpy(source.load(indices)).permute(0, 3, 1, 2).float().div(255)
+    return images, torch.from_numpy(np.asarray(source.labels())[indices].astype(np.int64))
+
+
+def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module, images: torch.Tensor,
+              labels: torch.Tensor, defense: Callable[[str], torch.nn.Module], out: Path, device: torch.device,
+              progress: _Progress) -> dict[str, Any]:
+    """PGD through each defense ∘ classifier at every radius, plus the unbounded sanity check."""
+    from advkit.defenses import is_differentiable
+
+    results: dict[str, Any] = {}
+    for name in config.defenses:
+        d = defense(name)
+        entry: dict[str, Any] = {"per_eps": [], "gradient": "exact" if is_differentiable(d) else "BPDA"}
+        for eps in [0.0, *config.eps]:
+            key = f"adaptive/{model_name}/{name}/eps={eps:g}"
+            cell = _load_cell(out, key)
+            if cell is None:
+                cell = robustness.adaptive_cell(d, classifier, images, labels, eps, steps=config.adaptive_steps,
+                                                seed=config.seed, batch_size=config.batch_size, device=device,
+                                                on_progress=progress.advance)
+                _save_cell(out, key, cell)
+            else:
+                progress.advance(cell["n"])
+            entry["per_eps"].append(cell)
+        key = f"adaptive/{model_name}/{name}/sanity"
+        cell = _load_cell(out, key)
+        if cell is None:
+            k = min(config.sanity_n, len(images))
+            cell = robustness.adaptive_cell(d, classifier, images[:k], labels[:k], 1.0, steps=config.sanity_steps,
+                                            seed=config.seed, batch_size=config.batch_size, device=device,
+                                            on_progress=progress.advance)
+            _save_cell(out, key, cell)
+        else:
+            progress.advance(cell["n"])
+        entry["sanity"] = {**cell, "verdict": robustness.masking_verdict(cell["accuracy"])}
+        results[name] = entry
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# Pasadena suite
+
+
+def _run_pasadena(config: BenchConfig, out: Path, device: torch.device,
+                  on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+    from advkit.attacks.denoise_experiment import run_attack_denoise
+
+    from advkit.data.sources import open_source
+
+    labels = open_source(config.data).labels()  # type: ignore[arg-type]
+    classes = len(np.unique(labels[labels >= 0]))
+    # The same balanced selection as the AdvFilter suite (`select_images`).
+    per_class, limit = (config.n // classes, None) if classes and config.n % classes == 0 else (None, config.n)
+    progress = _Progress(config.n * len(config.methods) * len(config.models), on_progress)
+    results: dict[str, Any] = {}
+    for model_name in config.models:
+        key = f"pasadena/{model_name}"
+        cell = _load_cell(out, key)
+        if cell is None:
+            before = progress.done
+
+            def step(done: int, total: int, base: int = before) -> None:
+                progress.advance(base + done - progress.done)
+
+            targets = [m for m in config.models if m != model_name]
+            cell = run_attack_denoise(
+                data=config.data, model=model_name, out=out / "pasadena" / model_name,  # type: ignore[arg-type]
+                denoiser=config.denoiser, methods=",".join(config.methods), variant="advkit", lam=0.9, theta=0.45,
+                steps=None, alpha=0.1, kernel_step=0.01, edges="sobel", canny_width=3, gaussian=False,
+                eps="8/255", sigma=0.1, transfer_to=",".join(targets) or None, per_class=per_class,
+                limit=limit, batch_size=config.batch_size, save_png=False,
+                overwrite=True, device=device, seed=config.seed, on_progress=step,
+            )
+            _save_cell(out, key, cell)
+        else:
+            progress.advance(config.n * len(config.methods))
+        results[model_name] = cell
+    return {"pasadena": results}

@@ -1,0 +1,78 @@
+"""``advkit bench``: reproduce the papers' tables (AdvFilter robustness, oblivious and adaptive; Pasadena)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from advkit.cli._common import DeviceOption, JsonOption, SeedOption, device_of, emit, get_options, progress_bar
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bench")
+    def bench(
+        ctx: typer.Context,
+        model: Annotated[str, typer.Option("--model", help="Classifier(s), comma-separated (registry names).")],
+        out: Annotated[Path, typer.Option("--out", help="Folder for results.json/.csv/.md, plots and cells.")] = Path(
+            "results"),
+        data: Annotated[str | None, typer.Option("--data", help="Dataset source of the test images.")] = None,
+        suite: Annotated[str, typer.Option("--suite", help="advfilter (defenses under PGD) or pasadena.")] = "advfilter",
+        defense: Annotated[
+            str, typer.Option("--defense", help="Comma list: advfilter, pafilt, a denoiser name/path, jpeg, "
+                              "smoothing, bitdepth, tvm, none.")
+        ] = "none,advfilter,pafilt,jpeg,smoothing,bitdepth,tvm",
+        eps: Annotated[str | None, typer.Option("--eps", help="Comma-separated L∞ radii (default 1e-3,1e-2).")] = None,
+        eps_grid: Annotated[str | None, typer.Option("--eps-grid", help="A named grid: 'advfilter'.")] = None,
+        attack: Annotated[str, typer.Option("--attack", help="The attack (pgd).")] = "pgd",
+        steps: Annotated[int, typer.Option("--steps", help="PGD iterations of the oblivious attack.")] = 40,
+        mode: Annotated[str, typer.Option("--mode", help="oblivious, adaptive or both (comma list).")] = (
+            "oblivious,adaptive"),
+        adaptive_steps: Annotated[int, typer.Option("--adaptive-steps", help="PGD iterations through the pipeline.")] = 40,
+        sanity_n: Annotated[int, typer.Option("--sanity-n", help="Images in the unbounded-PGD sanity check.")] = 100,
+        sanity_steps: Annotated[int, typer.Option("--sanity-steps", help="Iterations of the sanity check.")] = 50,
+        n: Annotated[int, typer.Option("--n", help="Test images, balanced over classes.")] = 1000,
+        adv: Annotated[
+            list[str] | None, typer.Option("--adv", help="Reuse a pair store instead of attacking (repeatable; "
+                                           "matched to a model by the store's record).")
+        ] = None,
+        method: Annotated[str, typer.Option("--method", help="Pasadena suite: attack-denoise methods.")] = (
+            "pasadena,denoise,mifgsm,denoise+mifgsm"),
+        denoiser: Annotated[str, typer.Option("--denoiser", help="Pasadena suite: the KPN.")] = "kpn-cifar10",
+        weights: Annotated[Path | None, typer.Option("--weights", help="Weights file for a single --model.")] = None,
+        batch_size: Annotated[int, typer.Option("--batch-size")] = 100,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an existing --out.")] = False,
+        device: DeviceOption = None,
+        seed: SeedOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        """Accuracy of each defense under oblivious and adaptive PGD over radii (or the Pasadena table),
+        written to OUT as results.json, results.csv, results.md and PNG plots; resumes from OUT."""
+        from advkit.attacks.generate import EPS_GRIDS, check_eps
+        from advkit.bench import BenchConfig, run_bench
+        from advkit.bench.runner import adv_stores_by_model
+        from advkit.errors import UsageError
+        from advkit.utils import parse_float_list
+
+        opts = get_options(ctx, device=device, seed=seed, json=json_out)
+        if eps is not None and eps_grid is not None:
+            raise UsageError("give at most one of --eps and --eps-grid")
+        if eps_grid is not None:
+            if eps_grid not in EPS_GRIDS:
+                raise UsageError(f"unknown --eps-grid {eps_grid!r}; known: {', '.join(EPS_GRIDS)}")
+            radii = list(EPS_GRIDS[eps_grid])
+        else:
+            radii = check_eps(parse_float_list(eps or "1e-3,1e-2", "eps"))
+        models = [m.strip() for m in model.split(",") if m.strip()]
+        config = BenchConfig(
+            models=models, suite=suite, data=data, defenses=[d.strip() for d in defense.split(",") if d.strip()],
+            eps=radii, attack=attack, steps=steps, modes=[m.strip() for m in mode.split(",") if m.strip()],
+            adaptive_steps=adaptive_steps, sanity_n=sanity_n, sanity_steps=sanity_steps, n=n,
+            adv=adv_stores_by_model(adv or []), methods=[m.strip() for m in method.split(",") if m.strip()],
+            denoiser=denoiser, batch_size=batch_size, seed=opts.seed,
+            weights=str(weights) if weights is not None else None,
+        )
+        with progress_bar(opts, f"bench {suite}", unit="img") as on_progress:
+            report = run_bench(config, out, device=device_of(opts), overwrite=overwrite, on_progress=on_progress)
+        emit(opts, report, lambda console: console.print((out / "results.md").read_text(), markup=False))

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from advkit.cli import app
+from advkit.models import create_denoiser, save_denoiser
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, ["-q", *args])
+
+
+@pytest.fixture(scope="module")
+def filt_ckpt(tmp_path_factory):
+    """A small Filt denoiser (identity kernels plus a little noise) so the test needs no shipped file."""
+    torch.manual_seed(0)
+    filt = create_denoiser("unet-filt", width=4).eval()
+    with torch.no_grad():
+        for p in filt.parameters():
+            p.add_(torch.randn_like(p) * 0.002)
+    return save_denoiser(filt, tmp_path_factory.mktemp("filt") / "filt.safetensors")
+
+
+ARGS = ["--model", "resnet20", "--n", "20", "--eps", "1e-3,1e-2,3e-2", "--steps", "40", "--adaptive-steps", "3",
+        "--sanity-n", "10", "--sanity-steps", "20", "--batch-size", "20"]
+
+
+@pytest.fixture(scope="module")
+def bench_run(filt_ckpt, cifar_test_npz, weights_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "results"
+    result = run("--json", "bench", "--data", str(cifar_test_npz), "--defense", f"none,{filt_ckpt},bitdepth",
+                 *ARGS, "--out", str(out))
+    assert result.exit_code == 0, result.output + result.stderr
+    return out, json.loads(result.stdout), filt_ckpt
+
+
+def test_bench_writes_every_output_and_they_parse(bench_run):
+    out, payload, _ = bench_run
+    report = json.loads((out / "results.json").read_text())
+    assert report["config"]["n"] == 20 and report["versions"]["advkit"]
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["mode"] for r in rows} == {"oblivious", "adaptive"}
+    md = (out / "results.md").read_text()
+    assert "Oblivious" in md and "Adaptive" in md and "sanity" in md
+    assert payload["plots"] == report["plots"] and len(report["plots"]) == 2
+    for name in report["plots"]:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.size[0] > 100
+
+
+def test_bench_numbers_make_sense(bench_run):
+    _, report, ckpt = bench_run
+    obl = report["oblivious"]["resnet20"]
+    radii = [c["eps"] for c in obl["none"]["per_eps"]]
+    assert radii == [0.0, 1e-3, 1e-2, pytest.approx(3e-2)]
+    none = [c["accuracy"] for c in obl["none"]["per_eps"]]
+    # Undefended: the clean accuracy is high and PGD at 3e-2 removes almost all of it.
+    assert none[0] >= 0.8 and none[-1] <= 0.1
+    # "none" is the bare classifier: defended == undefended.
+    assert all(c["accuracy"] == c["accuracy_undefended"] for c in obl["none"]["per_eps"])
+    ada = report["adaptive"]["resnet20"]
+    assert ada["none"]["gradient"] == "exact" and ada["bitdepth"]["gradient"] == "BPDA"
+    # Unbounded PGD through the bare classifier reaches 0 accuracy, so it is not flagged.
+    assert ada["none"]["sanity"]["accuracy"] == 0.0 and ada["none"]["sanity"]["verdict"] == "ok"
+    assert ada["none"]["per_eps"][0]["accuracy"] == none[0]
+
+
+def test_bench_resumes_from_its_cells(bench_run, filt_ckpt, cifar_test_npz):
+    out, report, _ = bench_run
+    cells = sorted((out / "cells").glob("*.json"))
+    assert cells
+    # Remove one cell: a rerun recomputes only it and reproduces the same report numbers.
+    victim = next(c for c in cells if "oblivious" in c.name and "bitdepth" in c.name)
+    victim.unlink()
+    result = run("--json", "bench", "--data", str(cifar_test_npz), "--defense", f"none,{filt_ckpt},bitdepth",
+                 *ARGS, "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert again["oblivious"] == report["oblivious"] and again["adaptive"] == report["adaptive"]
+    # Other settings in the same folder are refused in one line.
+    result = run("bench", "--data", str(cifar_test_npz), "--defense", "none", *ARGS, "--out", str(out))
+    assert result.exit_code != 0 and result.stderr.startswith("error:") and len(result.stderr.splitlines()) == 1
+
+
+def test_bench_bad_input_is_one_line(cifar_test_npz, weights_dir, tmp_path):
+    cases = [
+        (["--model", "resnet999", "--data", str(cifar_test_npz)], "resnet999"),
+        (["--model", "resnet20", "--data", str(cifar_test_npz), "--eps", "2"], "out of range"),
+        (["--model", "resnet20", "--data", str(cifar_test_npz), "--mode", "sideways"], "--mode"),
+        (["--model", "resnet20"], "--data"),
+        (["--model", "resnet20", "--adv", str(tmp_path / "missing.h5")], "missing.h5"),
+    ]
+    for args, needle in cases:
+        result = run("bench", *args, "--out", str(tmp_path / "o"))
+        assert result.exit_code != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (args, result.stderr)
+
+
+def test_bench_pasadena_suite(cifar_test_npz, weights_dir, tmp_path):
+    torch.manual_seed(0)
+    kpn = create_denoiser("kpn", width=4).eval()
+    ckpt = save_denoiser(kpn, tmp_path / "kpn.safetensors")
+    out = tmp_path / "pasadena"
+    result = run("--json", "bench", "--suite", "pasadena", "--model", "resnet20,resnet32", "--data",
+                 str(cifar_test_npz), "--n", "10", "--method", "pasadena,fgsm", "--denoiser", str(ckpt),
+                 "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    for source, target in (("resnet20", "resnet32"), ("resnet32", "resnet20")):
+        methods = report["pasadena"][source]["methods"]
+        assert set(methods) == {"pasadena", "fgsm"} and set(methods["fgsm"]["transfer"]) == {target}
+    md = (out / "results.md").read_text()
+    assert "Pasadena — source resnet20" in md and "→ resnet32" in md
+    assert sorted(report["plots"]) == ["success_vs_ssim_resnet20.png", "success_vs_ssim_resnet32.png"]
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["metric"] for r in rows} >= {"success", "ssim", "transfer_resnet32"}
