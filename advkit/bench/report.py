@@ -90,6 +90,8 @@ def markdown(report: dict[str, Any]) -> str:
                     cells += [entry["gradient"], f"{_pct(s['accuracy'])} ({s['verdict']})"]
                 lines.append(f"| {display_name(name)} | " + " | ".join(cells) + " |")
             lines.append("")
+            if mode == "oblivious":
+                lines += _oblivious_extras(defenses, head)
     for model, result in report.get("pasadena", {}).items():
         targets = sorted({t for r in result["methods"].values() for t in r["transfer"]})
         head = ["method", "success", "on correct", *(f"→ {t}" for t in targets), "PSNR", "SSIM", "PSNR_L", "BRISQUE"]
@@ -104,6 +106,34 @@ def markdown(report: dict[str, Any]) -> str:
             ]) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def recovered_share(clean: float | None, attacked: float | None, defended: float | None) -> float | None:
+    """(defended − attacked) / (clean − attacked): the share of the attack's damage a defense undoes."""
+    if clean is None or attacked is None or defended is None or clean - attacked <= 0:
+        return None
+    return (defended - attacked) / (clean - attacked)
+
+
+def _oblivious_extras(defenses: dict[str, Any], head: list[str]) -> list[str]:
+    """The recovered share and the mean PSNR to the clean image, per defense and radius."""
+    first = next(iter(defenses.values()))["per_eps"]
+    clean = first[0].get("accuracy_undefended") if first[0]["eps"] == 0 else None
+    lines = ["Recovered share (defended − attacked) / (clean − attacked), clean = the undefended clean accuracy:",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, entry in defenses.items():
+        cells = []
+        for base, cell in zip(first, entry["per_eps"]):
+            rec = None if cell["eps"] == 0 else recovered_share(clean, base.get("accuracy_undefended"),
+                                                                 cell.get("accuracy"))
+            cells.append("—" if rec is None else f"{rec:.2f}")
+        lines.append(f"| {display_name(name)} | " + " | ".join(cells) + " |")
+    lines += ["", "Mean PSNR (dB) of the defended image against the clean image:", "",
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, entry in defenses.items():
+        cells = ["—" if c.get("psnr") is None else f"{c['psnr']:.2f}" for c in entry["per_eps"]]
+        lines.append(f"| {display_name(name)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def plots(report: dict[str, Any], out: Path) -> list[str]:
