@@ -122,17 +122,21 @@ def _save_cell(out: Path, key: str, value: Any) -> None:
         tmp.write_text(json.dumps({"key": key, "value": value}, default=float) + "\n")
 
 
+# Cells are keyed by model, defense, mode and radius, so a run may add defenses or modes to a
+# folder; every other setting changes what a cell holds and must match.
+_CELL_INDEPENDENT = ("defenses", "modes")
+
+
 def _check_resume(out: Path, config: BenchConfig) -> None:
     """Refuse to mix cells of a different configuration into ``out``."""
     path = out / "bench_config.json"
-    record = asdict(config)
+    record = json.loads(json.dumps(asdict(config)))
     if path.is_file():
         previous = json.loads(path.read_text())
-        if previous != json.loads(json.dumps(record)):
-            changed = sorted(k for k in record if previous.get(k) != json.loads(json.dumps(record[k])))
+        changed = sorted(k for k in record if k not in _CELL_INDEPENDENT and previous.get(k) != record[k])
+        if changed:
             raise UsageError(f"{out} holds a bench run with other settings ({', '.join(changed)}); "
                              "use another --out or --overwrite")
-        return
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")

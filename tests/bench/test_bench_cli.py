@@ -85,9 +85,18 @@ def test_bench_resumes_from_its_cells(bench_run, filt_ckpt, cifar_test_npz):
     assert result.exit_code == 0, result.stderr
     again = json.loads(result.stdout)
     assert again["oblivious"] == report["oblivious"] and again["adaptive"] == report["adaptive"]
-    # Other settings in the same folder are refused in one line.
-    result = run("bench", "--data", str(cifar_test_npz), "--defense", "none", *ARGS, "--out", str(out))
+    # A subset of the defenses and modes reuses the cells as they are.
+    result = run("--json", "bench", "--data", str(cifar_test_npz), "--defense", "none", "--mode", "oblivious",
+                 *ARGS, "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    subset = json.loads(result.stdout)
+    assert subset["oblivious"]["resnet20"] == {"none": report["oblivious"]["resnet20"]["none"]}
+    assert subset["adaptive"] == {}
+    # Settings that change what a cell holds are refused in one line.
+    args = [a if a != "40" else "30" for a in ARGS]  # --steps 30
+    result = run("bench", "--data", str(cifar_test_npz), "--defense", "none", *args, "--out", str(out))
     assert result.exit_code != 0 and result.stderr.startswith("error:") and len(result.stderr.splitlines()) == 1
+    assert "steps" in result.stderr
 
 
 def test_bench_bad_input_is_one_line(cifar_test_npz, weights_dir, tmp_path):
