@@ -80,3 +80,16 @@ def cifar_first_100(cifar_first_1000) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = cifar_first_1000
     idx = torch.cat([torch.nonzero(y == c).flatten()[:10] for c in range(10)])
     return x[idx], y[idx]
+
+
+def near_identity_denoiser(arch: str, width: int = 4, noise: float = 0.002, seed: int = 0):
+    """A small untrained denoiser of ``arch`` (identity at init) with its weights jittered a little,
+    so tests exercise real kernels without depending on the shipped checkpoints."""
+    from advkit.models import create_denoiser
+
+    torch.manual_seed(seed)
+    model = create_denoiser(arch, width=width).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise)
+    return model

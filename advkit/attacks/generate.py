@@ -31,6 +31,21 @@ ADVFILTER_EPS_GRID = (1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 5e-3, 1e-2, 3e-2, 5e-2, 1e-1
 EPS_GRIDS = {"advfilter": ADVFILTER_EPS_GRID}
 
 
+def parse_radii(eps: str | None, eps_grid: str | None, default: str | None = None) -> list[float]:
+    """The radii of ``--eps A,B,...`` or ``--eps-grid NAME`` (at most one; ``default`` when neither)."""
+    from advkit.utils import parse_float_list
+
+    if eps is not None and eps_grid is not None:
+        raise UsageError("give only one of --eps and --eps-grid")
+    if eps_grid is not None:
+        if eps_grid not in EPS_GRIDS:
+            raise UsageError(f"unknown --eps-grid {eps_grid!r}; known: {', '.join(EPS_GRIDS)}")
+        return list(EPS_GRIDS[eps_grid])
+    if eps is None and default is None:
+        raise UsageError("give --eps or --eps-grid")
+    return check_eps(parse_float_list(eps if eps is not None else default, "eps"))  # type: ignore[arg-type]
+
+
 def check_eps(values: Sequence[float], *, what: str = "eps") -> list[float]:
     """Radii must lie in (0, 1]; duplicates are refused (they would make identical rows)."""
     out = [float(v) for v in values]

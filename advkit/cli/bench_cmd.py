@@ -49,21 +49,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Accuracy of each defense under oblivious and adaptive PGD over radii (or the Pasadena table),
         written to OUT as results.json, results.csv, results.md and PNG plots; resumes from OUT."""
-        from advkit.attacks.generate import EPS_GRIDS, check_eps
+        from advkit.attacks.generate import parse_radii
         from advkit.bench import BenchConfig, run_bench
         from advkit.bench.runner import adv_stores_by_model
-        from advkit.errors import UsageError
-        from advkit.utils import parse_float_list
 
         opts = get_options(ctx, device=device, seed=seed, json=json_out)
-        if eps is not None and eps_grid is not None:
-            raise UsageError("give at most one of --eps and --eps-grid")
-        if eps_grid is not None:
-            if eps_grid not in EPS_GRIDS:
-                raise UsageError(f"unknown --eps-grid {eps_grid!r}; known: {', '.join(EPS_GRIDS)}")
-            radii = list(EPS_GRIDS[eps_grid])
-        else:
-            radii = check_eps(parse_float_list(eps or "1e-3,1e-2", "eps"))
+        radii = parse_radii(eps, eps_grid, default="1e-3,1e-2")
         models = [m.strip() for m in model.split(",") if m.strip()]
         config = BenchConfig(
             models=models, suite=suite, data=data, defenses=[d.strip() for d in defense.split(",") if d.strip()],

@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         uninterrupted run.
         """
         from advkit.attacks import FGSM, PGD, GaussianNoise
-        from advkit.attacks.generate import EPS_GRIDS, check_eps, generate_pairs, parse_shard
+        from advkit.attacks.generate import check_eps, generate_pairs, parse_radii, parse_shard
         from advkit.data.sources import open_source, resolve_classes, select_indices
         from advkit.errors import UsageError
         from advkit.models import create_classifier, get_model_spec
@@ -74,14 +74,7 @@ def register(app: typer.Typer) -> None:
         if attack_name == "noise":
             radii = check_eps(parse_float_list(sigma, "sigma"), what="sigma")
         else:
-            if (eps is None) == (eps_grid is None):
-                raise UsageError("give exactly one of --eps or --eps-grid")
-            if eps_grid is not None:
-                if eps_grid not in EPS_GRIDS:
-                    raise UsageError(f"unknown --eps-grid {eps_grid!r}; known: {', '.join(EPS_GRIDS)}")
-                radii = list(EPS_GRIDS[eps_grid])
-            else:
-                radii = check_eps(parse_float_list(eps, "eps"))
+            radii = parse_radii(eps, eps_grid)
             if model is None:
                 raise UsageError(f"--attack {attack_name} needs --model")
         check_precision(precision)

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from advkit.cli import app
 from advkit.models import create_denoiser, save_denoiser
+from tests.conftest import near_identity_denoiser
 
 runner = CliRunner()
 
@@ -21,11 +22,7 @@ def run(*args):
 @pytest.fixture(scope="module")
 def filt_ckpt(tmp_path_factory):
     """A small Filt denoiser (identity kernels plus a little noise) so the test needs no shipped file."""
-    torch.manual_seed(0)
-    filt = create_denoiser("unet-filt", width=4).eval()
-    with torch.no_grad():
-        for p in filt.parameters():
-            p.add_(torch.randn_like(p) * 0.002)
+    filt = near_identity_denoiser("unet-filt")
     return save_denoiser(filt, tmp_path_factory.mktemp("filt") / "filt.safetensors")
 
 

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from advkit.cli import app
 from advkit.data.store import PairStore
-from advkit.models import create_denoiser, save_denoiser
+from advkit.models import save_denoiser
+from tests.conftest import near_identity_denoiser
 
 runner = CliRunner()
 
@@ -21,11 +21,7 @@ def run(*args):
 @pytest.fixture(scope="module")
 def tiny_kpn(tmp_path_factory):
     """A small KPN near identity, so the test does not depend on the shipped checkpoint."""
-    torch.manual_seed(0)
-    kpn = create_denoiser("kpn", width=4).eval()
-    with torch.no_grad():
-        for p in kpn.parameters():
-            p.add_(torch.randn_like(p) * 0.002)
+    kpn = near_identity_denoiser("kpn")
     return save_denoiser(kpn, tmp_path_factory.mktemp("kpn") / "kpn.safetensors")
 
 
