@@ -10,7 +10,7 @@ Rows (images per second, seconds per image, success rate, mean iterations where 
 
 The ratio column is each row's seconds per image over MI-FGSM-10's (target ≤ 1.5× on the H100).
 
-Example: ``python benchmarks/pasadena.py --device cpu --n 64``
+Example (from the repository root): ``python -m benchmarks.pasadena --device cpu --n 64``
 (KPN: the shipped ``kpn-cifar10`` or ``--denoiser PATH``.)
 """
 
@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from advkit.attacks import MIFGSM, Pasadena
@@ -31,13 +29,7 @@ from advkit.attacks.edges import SobelEdges
 from advkit.attacks.pasadena import add_gaussian_noise
 from advkit.defenses import AdvFilter
 from advkit.models import create_classifier
-
-SHARED = Path(os.environ.get("ADVKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from benchmarks.gen_adv import load_images, sync
 
 
 def run(attack, noisy: torch.Tensor, labels: torch.Tensor, batch: int, device: torch.device) -> tuple[float, torch.Tensor]:
@@ -64,9 +56,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
 
-    d = np.load(SHARED / "cifar10_test.npz")
-    idx = np.concatenate([np.where(d["y"] == c)[0][: (args.n + 9) // 10] for c in range(10)])[: args.n]
-    clean = torch.from_numpy(d["x"][idx]).permute(0, 3, 1, 2).float().div(255)
+    clean, _ = load_images(args.model, args.n, torch.device("cpu"))
     noisy = add_gaussian_noise(clean, 0.1, seed=0).to(device)
     model = create_classifier(args.model).to(device).eval()
     for p in model.parameters():

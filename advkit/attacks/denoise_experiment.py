@@ -69,10 +69,10 @@ def run_attack_denoise(
                       alpha=alpha, kernel_step=kernel_step, variant=variant, seed=seed)
 
     source = open_source(data, image_size=get_model_spec(model).input_size)
-    indices = select_indices(source.labels(), per_class=per_class, limit=limit)
+    labels_all = source.labels()
+    indices = select_indices(labels_all, per_class=per_class, limit=limit)
     if len(indices) == 0:
         raise UsageError("the selection is empty")
-    labels_all = source.labels()
     outputs: dict[str, list[torch.Tensor]] = {m: [] for m in method_list}
     cleans, noisys, labels = [], [], []
     total = len(indices) * len(method_list)

@@ -26,20 +26,25 @@ from advkit.defenses import DefendedClassifier, evaluate_on_store, store_rows
 MASKING_THRESHOLD = 0.05
 
 
+def same_radius(stored: np.ndarray | float, requested: float) -> np.ndarray:
+    """Whether stored float32 radii are the requested radius (stores keep eps as float32)."""
+    return np.isclose(np.float32(stored), np.float32(requested), rtol=1e-5, atol=0)
+
+
 def rows_for(store: PairStore, eps: Sequence[float], n: int) -> np.ndarray:
     """Done rows of ``store`` at the requested radii, at most ``n`` per radius (first in row order)."""
     rows = store_rows(store, limit_per_eps=n)
     stored = store.field("eps")[rows]
     keep = np.zeros(len(rows), dtype=bool)
     for e in eps:
-        keep |= np.isclose(stored, np.float32(e), rtol=1e-5, atol=0)
+        keep |= same_radius(stored, e)
     return rows[keep]
 
 
 def missing_radii(store: PairStore, eps: Sequence[float]) -> list[float]:
     """Requested radii that the store does not hold."""
     have = np.unique(store.field("eps"))
-    return [e for e in eps if not np.isclose(have, np.float32(e), rtol=1e-5, atol=0).any()]
+    return [e for e in eps if not same_radius(have, e).any()]
 
 
 def oblivious_cell(
@@ -69,7 +74,7 @@ def oblivious_cell(
 
 def _snap(eps: float, requested: Sequence[float]) -> float:
     for e in requested:
-        if np.isclose(np.float32(e), np.float32(eps), rtol=1e-5, atol=0):
+        if same_radius(eps, e):
             return float(e)
     return float(eps)
 

@@ -87,6 +87,11 @@ class BenchConfig:
             raise UsageError("--data is needed (or --adv STORE for every model)")
 
 
+def recorded_model(store: Any) -> str:
+    """The registry name of the model a pair store was attacked against (its record is ``name@sha256:...``)."""
+    return str(store.info.model).split("@")[0]
+
+
 def adv_stores_by_model(paths: list[str]) -> dict[str, str]:
     """Map each pair store to the model it was attacked against (its recorded registry name)."""
     from advkit.data.store import PairStore
@@ -94,7 +99,7 @@ def adv_stores_by_model(paths: list[str]) -> dict[str, str]:
     stores: dict[str, str] = {}
     for path in paths:
         with PairStore(path, require_complete=True) as store:
-            name = str(store.info.model).split("@")[0]
+            name = recorded_model(store)
         if name in stores:
             raise UsageError(f"--adv {stores[name]} and {path} were both made against {name}")
         stores[name] = str(path)
@@ -122,6 +127,19 @@ def _save_cell(out: Path, key: str, value: Any) -> None:
         tmp.write_text(json.dumps({"key": key, "value": value}, default=float) + "\n")
 
 
+def _cached_cell(out: Path, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
+    """The cell ``key`` from ``out`` if a previous run finished it, else ``compute()`` saved at once.
+
+    Returns (value, whether it was computed now).
+    """
+    cell = _load_cell(out, key)
+    if cell is not None:
+        return cell, False
+    cell = compute()
+    _save_cell(out, key, cell)
+    return cell, True
+
+
 # Cells are keyed by model, defense, mode and radius, so a run may add defenses or modes to a
 # folder; every other setting changes what a cell holds and must match.
 _CELL_INDEPENDENT = ("defenses", "modes")
@@ -142,14 +160,20 @@ def _check_resume(out: Path, config: BenchConfig) -> None:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
+def balanced_selection(labels: np.ndarray, n: int) -> dict[str, int | None]:
+    """``select_indices`` arguments for ``n`` images balanced over the classes present: the first
+    ``n / classes`` of each class when that divides, else the first ``n``."""
+    classes = len(np.unique(labels[labels >= 0]))
+    if classes and n % classes == 0:
+        return {"per_class": n // classes, "limit": None}
+    return {"per_class": None, "limit": n}
+
+
 def select_images(labels: np.ndarray, n: int) -> np.ndarray:
-    """``n`` source indices balanced over the classes present (see `BenchConfig`)."""
+    """``n`` source indices balanced over the classes present (see `balanced_selection`)."""
     from advkit.data.sources import select_indices
 
-    classes = np.unique(labels[labels >= 0])
-    if len(classes) and n % len(classes) == 0:
-        return select_indices(labels, per_class=n // len(classes))
-    return select_indices(labels, limit=n)
+    return select_indices(labels, **balanced_selection(labels, n))
 
 
 class _Progress:
@@ -232,9 +256,8 @@ def _advfilter_store(config: BenchConfig, model_name: str, classifier: torch.nn.
         from advkit.data.store import PairStore
 
         with PairStore(path, require_complete=True) as store:
-            recorded = str(store.info.model)
-            if recorded.split("@")[0] != model_name:
-                raise UsageError(f"--adv {path} was made against {recorded.split('@')[0]}, not {model_name}")
+            if recorded_model(store) != model_name:
+                raise UsageError(f"--adv {path} was made against {recorded_model(store)}, not {model_name}")
             missing = robustness.missing_radii(store, config.eps)
             if missing:
                 raise UsageError(f"--adv {path} holds no rows at eps {', '.join(f'{e:g}' for e in missing)}")
@@ -303,13 +326,9 @@ def _run_advfilter(config: BenchConfig, out: Path, device: torch.device,
             if "oblivious" in config.modes:
                 oblivious[model_name] = {}
                 for name in config.defenses:
-                    key = f"oblivious/{model_name}/{name}"
-                    cell = _load_cell(out, key)
-                    if cell is None:
-                        cell = robustness.oblivious_cell(defense(name), classifier, store, rows,
-                                                         batch_size=config.batch_size, device=device,
-                                                         requested=config.eps)
-                        _save_cell(out, key, cell)
+                    cell, _ = _cached_cell(out, f"oblivious/{model_name}/{name}", lambda: robustness.oblivious_cell(
+                        defense(name), classifier, store, rows, batch_size=config.batch_size, device=device,
+                        requested=config.eps))
                     progress.advance(sum(r["n"] for r in cell))
                     oblivious[model_name][name] = {"per_eps": cell}
             if "adaptive" in config.modes:
@@ -339,27 +358,18 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
     for name in config.defenses:
         d = defense(name)
         entry: dict[str, Any] = {"per_eps": [], "gradient": "exact" if is_differentiable(d) else "BPDA"}
-        for eps in [0.0, *config.eps]:
-            key = f"adaptive/{model_name}/{name}/eps={eps:g}"
-            cell = _load_cell(out, key)
-            if cell is None:
-                cell = robustness.adaptive_cell(d, classifier, images, labels, eps, steps=config.adaptive_steps,
-                                                seed=config.seed, batch_size=config.batch_size, device=device,
-                                                on_progress=progress.advance)
-                _save_cell(out, key, cell)
-            else:
+        k = min(config.sanity_n, len(images))
+        # (key, radius, images, steps); eps = 1 is the unbounded sanity check
+        runs = [(f"eps={eps:g}", eps, images, labels, config.adaptive_steps) for eps in [0.0, *config.eps]]
+        runs.append(("sanity", 1.0, images[:k], labels[:k], config.sanity_steps))
+        for suffix, eps, x, y, steps in runs:
+            cell, fresh = _cached_cell(out, f"adaptive/{model_name}/{name}/{suffix}", lambda: robustness.adaptive_cell(
+                d, classifier, x, y, eps, steps=steps, seed=config.seed, batch_size=config.batch_size,
+                device=device, on_progress=progress.advance))
+            if not fresh:
                 progress.advance(cell["n"])
-            entry["per_eps"].append(cell)
-        key = f"adaptive/{model_name}/{name}/sanity"
-        cell = _load_cell(out, key)
-        if cell is None:
-            k = min(config.sanity_n, len(images))
-            cell = robustness.adaptive_cell(d, classifier, images[:k], labels[:k], 1.0, steps=config.sanity_steps,
-                                            seed=config.seed, batch_size=config.batch_size, device=device,
-                                            on_progress=progress.advance)
-            _save_cell(out, key, cell)
-        else:
-            progress.advance(cell["n"])
+            if suffix != "sanity":
+                entry["per_eps"].append(cell)
         entry["sanity"] = {**cell, "verdict": robustness.masking_verdict(cell["accuracy"])}
         results[name] = entry
     return results
@@ -372,35 +382,31 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
 def _run_pasadena(config: BenchConfig, out: Path, device: torch.device,
                   on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
     from advkit.attacks.denoise_experiment import run_attack_denoise
-
     from advkit.data.sources import open_source
 
-    labels = open_source(config.data).labels()  # type: ignore[arg-type]
-    classes = len(np.unique(labels[labels >= 0]))
-    # The same balanced selection as the AdvFilter suite (`select_images`).
-    per_class, limit = (config.n // classes, None) if classes and config.n % classes == 0 else (None, config.n)
+    # The same images as the AdvFilter suite picks.
+    selection = balanced_selection(open_source(config.data).labels(), config.n)  # type: ignore[arg-type]
     progress = _Progress(config.n * len(config.methods) * len(config.models), on_progress)
     results: dict[str, Any] = {}
     for model_name in config.models:
-        key = f"pasadena/{model_name}"
-        cell = _load_cell(out, key)
-        if cell is None:
-            before = progress.done
+        before = progress.done
 
-            def step(done: int, total: int, base: int = before) -> None:
-                progress.advance(base + done - progress.done)
+        def step(done: int, total: int, base: int = before) -> None:
+            progress.advance(base + done - progress.done)
 
+        def attack(model_name: str = model_name) -> dict[str, Any]:
             targets = [m for m in config.models if m != model_name]
-            cell = run_attack_denoise(
+            return run_attack_denoise(
                 data=config.data, model=model_name, out=out / "pasadena" / model_name,  # type: ignore[arg-type]
                 denoiser=config.denoiser, methods=",".join(config.methods), variant="advkit", lam=0.9, theta=0.45,
                 steps=None, alpha=0.1, kernel_step=0.01, edges="sobel", canny_width=3, gaussian=False,
-                eps="8/255", sigma=0.1, transfer_to=",".join(targets) or None, per_class=per_class,
-                limit=limit, batch_size=config.batch_size, save_png=False,
+                eps="8/255", sigma=0.1, transfer_to=",".join(targets) or None, **selection,
+                batch_size=config.batch_size, save_png=False,
                 overwrite=True, device=device, seed=config.seed, on_progress=step,
             )
-            _save_cell(out, key, cell)
-        else:
+
+        cell, fresh = _cached_cell(out, f"pasadena/{model_name}", attack)
+        if not fresh:
             progress.advance(config.n * len(config.methods))
         results[model_name] = cell
     return {"pasadena": results}

@@ -40,13 +40,13 @@ def register(app: typer.Typer) -> None:
         `advkit defend sample OUT/` denoises the bundled sample photos into OUT/.
         """
         from advkit.defenses import AdvFilter
-        from advkit.defenses.apply import check_output_dir, defend_path
+        from advkit.defenses.apply import check_output_dir, defend_path, names_bundled_sample
         from advkit.errors import ImageReadError, UsageError
 
         opts = get_options(ctx, device=device, json=json_out)
         if tile < 32:
             raise UsageError(f"--tile must be at least 32, got {tile}")
-        if not src.exists() and str(src) != "sample":
+        if not src.exists() and not names_bundled_sample(src):
             raise ImageReadError(f"input not found: {src}")
         check_output_dir(dst)
         dev = device_of(opts)

@@ -147,6 +147,11 @@ def defend_store(
         return out_store.summary()
 
 
+def names_bundled_sample(src: str | os.PathLike[str]) -> bool:
+    """``sample`` means the bundled sample photos, unless a file or folder of that name exists."""
+    return os.fspath(src) == "sample" and not Path("sample").exists()
+
+
 def defend_path(
     advfilter: AdvFilter,
     src: str | os.PathLike[str],
@@ -161,7 +166,7 @@ def defend_path(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Dispatch on what ``src`` is: an image file, a folder of images, or a pair store (.h5)."""
-    if os.fspath(src) == "sample" and not Path("sample").exists():
+    if names_bundled_sample(src):
         # The bundled sample (scikit-image's photos): denoise them all into the folder dst.
         from advkit.data.sources import open_source
 
