@@ -27,7 +27,7 @@ from advkit.defenses.evaluate import evaluate_on_store, store_rows
 from advkit.errors import CheckpointError, OutputExistsError, UsageError
 from advkit.models.checkpoint import load_denoiser, save_denoiser
 from advkit.models.denoisers import DENOISER_ARCHS, MultiHeadFiltDenoiser, PAFilt, create_denoiser
-from advkit.train.losses import SemanticLoss, fusion_loss, image_loss
+from advkit.train.losses import RadiusBalancer, SemanticLoss, fusion_loss, image_loss
 from advkit.utils import atomic_path
 
 STATE_FILE = "train_state.pt"
@@ -58,6 +58,7 @@ class TrainConfig:
     val_per_eps: int | None = 200
     save_every_s: float = 300.0
     train_eps: list[float] | None = None  # keep only these radii from the training store
+    radius_weighting: str = "uniform"  # uniform (the paper: mean over images) | balanced (RadiusBalancer)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -65,6 +66,8 @@ class TrainConfig:
             raise UsageError(f"unknown --arch {self.arch!r}; known: {', '.join(DENOISER_ARCHS)}")
         if self.loss not in ("img", "sem"):
             raise UsageError(f"--loss must be img or sem, got {self.loss!r}")
+        if self.radius_weighting not in ("uniform", "balanced"):
+            raise UsageError(f"--radius-weighting must be uniform or balanced, got {self.radius_weighting!r}")
         if self.amp not in ("none", "bf16"):
             raise UsageError(f"--amp must be none or bf16, got {self.amp!r}")
         if self.loss == "sem" and not self.model:
@@ -188,8 +191,14 @@ def train_denoiser(
         cfg.feature_layer = layer
         sem_loss = SemanticLoss(classifier, layer)  # type: ignore[arg-type]
 
-    def recon_loss(denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-        return sem_loss(denoised, clean) if sem_loss is not None else image_loss(denoised, clean)
+    balancer = RadiusBalancer() if cfg.radius_weighting == "balanced" else None
+    # The fusion stage's cross-entropy lives on another scale than the reconstruction loss: its own means.
+    fusion_balancer = RadiusBalancer() if balancer is not None and cfg.arch == "pafilt" else None
+
+    def recon_loss(denoised: torch.Tensor, clean: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        reduction = "none" if balancer is not None else "mean"
+        loss = sem_loss(denoised, clean, reduction) if sem_loss is not None else image_loss(denoised, clean, reduction)
+        return balancer(loss, eps) if balancer is not None else loss
 
     n = len(data)
     steps_per_epoch = math.ceil(math.ceil(n / world) / cfg.batch_size)
@@ -210,12 +219,13 @@ def train_denoiser(
         saved_cfg = json.loads(state["config"])
         ours = json.loads(json.dumps(asdict(cfg), default=str))
         for key in ("arch", "loss", "train", "width", "kernel_size", "seed", "batch_size", "epochs",
-                    "fusion_epochs", "lr", "model", "feature_layer"):
+                    "fusion_epochs", "lr", "model", "feature_layer", "radius_weighting"):
             if key in ("feature_layer",) and ours.get(key) is None:
                 continue
-            if saved_cfg.get(key) != ours.get(key):
+            saved = saved_cfg.get(key, "uniform" if key == "radius_weighting" else None)
+            if saved != ours.get(key):
                 raise CheckpointError(
-                    f"{out} was trained with {key}={saved_cfg.get(key)!r}, not {ours.get(key)!r}; "
+                    f"{out} was trained with {key}={saved!r}, not {ours.get(key)!r}; "
                     "resume with the same arguments"
                 )
         resumed = load_denoiser(out / "last.safetensors", arch=cfg.arch)
@@ -223,6 +233,11 @@ def train_denoiser(
         start_epoch, start_step = int(state["epoch"]), int(state["step"])
         history = json.loads(state["history"])
         best = json.loads(state["best"]) if state["best"] else None
+        if balancer is not None and state.get("balancer"):
+            saved_means = json.loads(state["balancer"])
+            balancer.load_state_dict(saved_means.get("recon", {}))
+            if fusion_balancer is not None:
+                fusion_balancer.load_state_dict(saved_means.get("fusion", {}))
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -254,6 +269,9 @@ def train_denoiser(
             "best": json.dumps(best) if best else "",
             "optimizer": optimizer.state_dict(),
             "optimizer_stage": stage,
+            "balancer": json.dumps({"recon": balancer.state_dict(),
+                                    "fusion": fusion_balancer.state_dict() if fusion_balancer else {}})
+            if balancer is not None else "",
         }
         with atomic_path(state_path, suffix=".pt.tmp") as tmp:
             torch.save(payload, tmp)
@@ -286,7 +304,8 @@ def train_denoiser(
                 group["lr"] = lr
             adv, clean, eps = data.batch(idx, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-                loss = _batch_loss(ddp_model, model, stage, adv, clean, eps, recon_loss, classifier)
+                loss = _batch_loss(ddp_model, model, stage, adv, clean, eps, recon_loss, classifier,
+                                   fusion_balancer)
             optimizer.zero_grad(set_to_none=True)
             loss.float().backward()
             optimizer.step()
@@ -331,22 +350,25 @@ def _batch_loss(
     adv: torch.Tensor,
     clean: torch.Tensor,
     eps: torch.Tensor,
-    recon_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    recon_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     classifier: nn.Module | None,
+    balancer: RadiusBalancer | None = None,
 ) -> torch.Tensor:
     if isinstance(model, PAFilt):
         if stage == "fusion":
             denoised = ddp_model(adv, clamp=False)
+            if balancer is not None:
+                return balancer(fusion_loss(classifier, denoised, clean, "none"), eps)  # type: ignore[arg-type]
             return fusion_loss(classifier, denoised, clean)  # type: ignore[arg-type]
         parts = ddp_model(adv, clamp=False, return_all=True)
-        loss = recon_loss(parts["sl"], clean)
+        loss = recon_loss(parts["sl"], clean, eps)
         is_m = torch.isin(eps, torch.tensor(PAFilt.M_RADII, dtype=eps.dtype, device=eps.device))
         if is_m.any():
-            loss = loss + recon_loss(parts["m"][is_m], clean[is_m]) * (is_m.float().mean())
+            loss = loss + recon_loss(parts["m"][is_m], clean[is_m], eps[is_m]) * (is_m.float().mean())
         return loss
     if isinstance(model, MultiHeadFiltDenoiser):
-        return recon_loss(ddp_model(adv, eps=eps, clamp=False), clean)
-    return recon_loss(ddp_model(adv, clamp=False), clean)
+        return recon_loss(ddp_model(adv, eps=eps, clamp=False), clean, eps)
+    return recon_loss(ddp_model(adv, clamp=False), clean, eps)
 
 
 @torch.no_grad()
