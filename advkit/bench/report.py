@@ -46,7 +46,20 @@ def csv_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                     rows.append({"suite": suite, "mode": "white-box", "model": model, "defense_or_method": method,
                                  "eps": result["baseline_eps"] if method not in ("pasadena", "denoise") else "",
                                  "n": r["n"], "metric": metric, "value": value})
+    for model, sweep in report.get("pasadena_sweep", {}).items():
+        for method, points in sweep["curves"].items():
+            for p in points:
+                for metric in ("success", "psnr", "ssim", "psnr_l", "brisque"):
+                    rows.append({"suite": suite, "mode": f"sweep {_sweep_param(p)}", "model": model,
+                                 "defense_or_method": method, "eps": p.get("eps", ""), "n": p["n"],
+                                 "metric": metric, "value": p[metric]})
     return rows
+
+
+def _sweep_param(point: dict[str, Any]) -> str:
+    if "eps" in point:
+        return f"eps={point['eps'] * 255:.3g}/255"
+    return f"lam={point['lam']:g} theta={point['theta']:g}"
 
 
 def display_name(name: str) -> str:
@@ -105,6 +118,20 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['psnr_l']:.2f}", f"{r['brisque']:.1f}",
             ]) + " |")
         lines.append("")
+    for model, sweep in report.get("pasadena_sweep", {}).items():
+        lines += [f"## Pasadena sweep — source {model}: success vs SSIM (the paper's Fig. 4)", "",
+                  "| method | setting | success | SSIM | PSNR | PSNR_L | BRISQUE |", "|---|---|---|---|---|---|---|"]
+        for method, points in sweep["curves"].items():
+            for p in points:
+                lines.append(f"| {method} | {_sweep_param(p)} | {_pct(p['success'])} | {p['ssim']:.3f} | "
+                             f"{p['psnr']:.2f} | {p['psnr_l']:.2f} | {p['brisque']:.1f} |")
+        if sweep["dominance"]:
+            lines += ["", "Points of each baseline's curve that a Pasadena point matches or beats on both success "
+                      "and SSIM (all = Pasadena's curve lies above that baseline's):", ""]
+            for method, d in sweep["dominance"].items():
+                verdict = "above" if d["dominated"] == d["points"] else "not above"
+                lines.append(f"- {method}: {d['dominated']}/{d['points']} ({verdict})")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -157,7 +184,25 @@ def plots(report: dict[str, Any], out: Path) -> list[str]:
         scatter_plot(points, out / name, title=f"Pasadena suite, source {model}", xlabel="SSIM to clean",
                      ylabel="white-box success")
         written.append(name)
+    for model, sweep in report.get("pasadena_sweep", {}).items():
+        series = {}
+        for method, points in sweep["curves"].items():
+            # Pasadena's (λ, θ) grid is not a curve by itself: its upper envelope over SSIM is.
+            pts = _upper_envelope(points) if method == "pasadena" else points
+            series[method] = ([p["ssim"] for p in pts], [p["success"] for p in pts])
+        name = f"success_vs_ssim_sweep_{model}.png"
+        line_plot(series, out / name, title=f"Pasadena sweep, source {model}", xlabel="SSIM to clean",
+                  ylabel="white-box success", logx=False)
+        written.append(name)
     return written
+
+
+def _upper_envelope(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points no other point beats on both SSIM and success (the Pareto front), by SSIM."""
+    front = [p for p in points
+             if not any(q is not p and q["ssim"] >= p["ssim"] and q["success"] >= p["success"]
+                        and (q["ssim"] > p["ssim"] or q["success"] > p["success"]) for q in points)]
+    return sorted(front, key=lambda p: p["ssim"])
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:

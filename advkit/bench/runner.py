@@ -57,6 +57,11 @@ class BenchConfig:
     adv: dict[str, str] = field(default_factory=dict)
     methods: list[str] = field(default_factory=lambda: ["pasadena", "denoise", "mifgsm", "denoise+mifgsm"])
     denoiser: str = "kpn-cifar10"
+    # Pasadena suite, --sweep: the success-vs-SSIM curves of the paper's Fig. 4 (source models only)
+    sweep: bool = False
+    sweep_lams: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 0.97])
+    sweep_thetas: list[float] = field(default_factory=lambda: [0.3, 0.45, 0.6])
+    sweep_eps: list[float] = field(default_factory=lambda: [2 / 255, 4 / 255, 8 / 255, 16 / 255])
     batch_size: int = 100
     seed: int = 0
     weights: str | None = None
@@ -78,6 +83,15 @@ class BenchConfig:
                               ("--batch-size", self.batch_size)):
             if value < 1:
                 raise UsageError(f"{option} must be >= 1, got {value}")
+        if self.sweep and self.suite != "pasadena":
+            raise UsageError("--sweep belongs to --suite pasadena")
+        for option, values, low, high in (("--sweep-lam", self.sweep_lams, 0.0, 1.0),
+                                          ("--sweep-theta", self.sweep_thetas, -10.0, 10.0),
+                                          ("--sweep-eps", self.sweep_eps, 1e-12, 1.0)):
+            bad_values = [v for v in values if not low <= v <= high]
+            if bad_values or (self.sweep and not values):
+                raise UsageError(f"{option} values must lie in [{low:g}, {high:g}], got "
+                                 f"{', '.join(f'{v:g}' for v in bad_values) or '(none)'}")
         for e in self.eps:
             if not 0 < e <= 1:
                 raise UsageError(f"eps {e:g} is out of range (0, 1]")
@@ -142,7 +156,8 @@ def _cached_cell(out: Path, key: str, compute: Callable[[], Any]) -> tuple[Any, 
 
 # Cells are keyed by model, defense, mode and radius, so a run may add defenses or modes to a
 # folder; every other setting changes what a cell holds and must match.
-_CELL_INDEPENDENT = ("defenses", "modes")
+# Settings whose change only adds or skips cells (each cell's key names what it depends on).
+_CELL_INDEPENDENT = ("defenses", "modes", "sweep", "sweep_lams", "sweep_thetas", "sweep_eps")
 
 
 def _check_resume(out: Path, config: BenchConfig) -> None:
@@ -386,7 +401,8 @@ def _run_pasadena(config: BenchConfig, out: Path, device: torch.device,
 
     # The same images as the AdvFilter suite picks.
     selection = balanced_selection(open_source(config.data).labels(), config.n)  # type: ignore[arg-type]
-    progress = _Progress(config.n * len(config.methods) * len(config.models), on_progress)
+    n_runs = len(config.methods) + (len(sweep_points(config)) if config.sweep else 0)
+    progress = _Progress(config.n * n_runs * len(config.models), on_progress)
     results: dict[str, Any] = {}
     for model_name in config.models:
         before = progress.done
@@ -409,4 +425,72 @@ def _run_pasadena(config: BenchConfig, out: Path, device: torch.device,
         if not fresh:
             progress.advance(config.n * len(config.methods))
         results[model_name] = cell
-    return {"pasadena": results}
+    if not config.sweep:
+        return {"pasadena": results}
+    return {"pasadena": results, "pasadena_sweep": _pasadena_sweep(config, out, device, selection, progress)}
+
+
+def sweep_points(config: BenchConfig) -> list[tuple[str, dict[str, float]]]:
+    """The sweep's runs: Pasadena at every (λ, θ), each ε-bounded method of ``methods`` at every ε."""
+    from advkit.attacks.denoise_attack import METHODS
+
+    points: list[tuple[str, dict[str, float]]] = []
+    if "pasadena" in config.methods:
+        points += [("pasadena", {"lam": lam, "theta": theta}) for lam in config.sweep_lams
+                   for theta in config.sweep_thetas]
+    bounded = [m for m in config.methods if m in METHODS and m not in ("pasadena", "denoise")]
+    points += [(m, {"eps": eps}) for m in bounded for eps in config.sweep_eps]
+    return points
+
+
+def _pasadena_sweep(config: BenchConfig, out: Path, device: torch.device, selection: dict[str, Any],
+                    progress: _Progress) -> dict[str, Any]:
+    """Success and image quality along each method's parameter sweep, one cached cell per point."""
+    from advkit.attacks.denoise_experiment import run_attack_denoise
+
+    sweep: dict[str, Any] = {}
+    for model_name in config.models:
+        curves: dict[str, list[dict[str, Any]]] = {}
+        for method, params in sweep_points(config):
+            key = "_".join(f"{k}{v:.6g}" for k, v in params.items())
+            before = progress.done
+
+            def step(done: int, total: int, base: int = before) -> None:
+                progress.advance(base + done - progress.done)
+
+            def attack(method: str = method, params: dict[str, float] = params, key: str = key,
+                       model_name: str = model_name) -> dict[str, Any]:
+                result = run_attack_denoise(
+                    data=config.data, model=model_name,  # type: ignore[arg-type]
+                    out=out / "pasadena_sweep" / model_name / method.replace("+", "_") / key,
+                    denoiser=config.denoiser, methods=method, variant="advkit", lam=params.get("lam", 0.9),
+                    theta=params.get("theta", 0.45), steps=None, alpha=0.1, kernel_step=0.01, edges="sobel",
+                    canny_width=3, gaussian=False, eps=f"{params.get('eps', 8 / 255)!r}", sigma=0.1,
+                    transfer_to=None, **selection, batch_size=config.batch_size, save_png=False, overwrite=True,
+                    device=device, seed=config.seed, on_progress=step,
+                )
+                r = result["methods"][method]
+                return {**params, **{k: r[k] for k in ("n", "success", "psnr", "ssim", "psnr_l", "brisque")}}
+
+            cell, fresh = _cached_cell(out, f"pasadena_sweep/{model_name}/{method}/{key}", attack)
+            if not fresh:
+                progress.advance(config.n)
+            curves.setdefault(method, []).append(cell)
+        sweep[model_name] = {"curves": curves, "dominance": sweep_dominance(curves)}
+    return sweep
+
+
+def sweep_dominance(curves: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, int]]:
+    """Per baseline: how many of its sweep points some Pasadena point matches or beats on both axes.
+
+    A baseline point (SSIM s, success p) is dominated when a Pasadena point has SSIM ≥ s and success
+    ≥ p; "Pasadena's curve lies above the baseline's" holds when every point is dominated.
+    """
+    ours = curves.get("pasadena", [])
+    verdict: dict[str, dict[str, int]] = {}
+    for method, points in curves.items():
+        if method == "pasadena":
+            continue
+        dominated = sum(any(q["ssim"] >= p["ssim"] and q["success"] >= p["success"] for q in ours) for p in points)
+        verdict[method] = {"dominated": dominated, "points": len(points)}
+    return verdict

@@ -40,6 +40,12 @@ def register(app: typer.Typer) -> None:
         method: Annotated[str, typer.Option("--method", help="Pasadena suite: attack-denoise methods.")] = (
             "pasadena,denoise,mifgsm,denoise+mifgsm"),
         denoiser: Annotated[str, typer.Option("--denoiser", help="Pasadena suite: the KPN.")] = "kpn-cifar10",
+        sweep: Annotated[bool, typer.Option("--sweep", help="Pasadena suite: also sweep λ×θ (Pasadena) and ε "
+                                            "(baselines) for success-vs-SSIM curves.")] = False,
+        sweep_lam: Annotated[str, typer.Option("--sweep-lam", help="λ values of the sweep.")] = "0.5,0.8,0.9,0.97",
+        sweep_theta: Annotated[str, typer.Option("--sweep-theta", help="θ values of the sweep.")] = "0.3,0.45,0.6",
+        sweep_eps: Annotated[str, typer.Option("--sweep-eps", help="Baselines' ε values of the sweep.")] = (
+            "2/255,4/255,8/255,16/255"),
         weights: Annotated[Path | None, typer.Option("--weights", help="Weights file for a single --model.")] = None,
         batch_size: Annotated[int, typer.Option("--batch-size")] = 100,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an existing --out.")] = False,
@@ -52,6 +58,7 @@ def register(app: typer.Typer) -> None:
         from advkit.attacks.generate import parse_radii
         from advkit.bench import BenchConfig, run_bench
         from advkit.bench.runner import adv_stores_by_model
+        from advkit.utils import parse_float_list
 
         opts = get_options(ctx, device=device, seed=seed, json=json_out)
         radii = parse_radii(eps, eps_grid, default="1e-3,1e-2")
@@ -61,7 +68,9 @@ def register(app: typer.Typer) -> None:
             eps=radii, attack=attack, steps=steps, modes=[m.strip() for m in mode.split(",") if m.strip()],
             adaptive_steps=adaptive_steps, sanity_n=sanity_n, sanity_steps=sanity_steps, n=n,
             adv=adv_stores_by_model(adv or []), methods=[m.strip() for m in method.split(",") if m.strip()],
-            denoiser=denoiser, batch_size=batch_size, seed=opts.seed,
+            denoiser=denoiser, sweep=sweep, sweep_lams=parse_float_list(sweep_lam, "lam"),
+            sweep_thetas=parse_float_list(sweep_theta, "theta"), sweep_eps=parse_float_list(sweep_eps, "eps"),
+            batch_size=batch_size, seed=opts.seed,
             weights=str(weights) if weights is not None else None,
         )
         with progress_bar(opts, f"bench {suite}", unit="img") as on_progress:

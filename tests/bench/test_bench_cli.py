@@ -129,3 +129,41 @@ def test_bench_pasadena_suite(cifar_test_npz, weights_dir, tmp_path):
     assert sorted(report["plots"]) == ["success_vs_ssim_resnet20.png", "success_vs_ssim_resnet32.png"]
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert {r["metric"] for r in rows} >= {"success", "ssim", "transfer_resnet32"}
+
+
+def test_bench_pasadena_sweep(cifar_test_npz, weights_dir, tmp_path):
+    torch.manual_seed(0)
+    ckpt = save_denoiser(create_denoiser("kpn", width=4).eval(), tmp_path / "kpn.safetensors")
+    out = tmp_path / "sweep"
+    args = ["--json", "bench", "--suite", "pasadena", "--model", "resnet20", "--data", str(cifar_test_npz),
+            "--n", "10", "--method", "pasadena,fgsm", "--denoiser", str(ckpt), "--sweep", "--sweep-lam", "0.9",
+            "--sweep-theta", "0.45,0.6", "--sweep-eps", "1/255,16/255", "--out", str(out)]
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    sweep = json.loads(result.stdout)["pasadena_sweep"]["resnet20"]
+    curves = sweep["curves"]
+    assert [(p["lam"], p["theta"]) for p in curves["pasadena"]] == [(0.9, 0.45), (0.9, 0.6)]
+    fgsm = curves["fgsm"]
+    assert [p["eps"] for p in fgsm] == pytest.approx([1 / 255, 16 / 255])
+    # a larger radius buys success and costs image quality
+    assert fgsm[1]["success"] >= fgsm[0]["success"] and fgsm[1]["ssim"] < fgsm[0]["ssim"]
+    dominated = sum(any(q["ssim"] >= p["ssim"] and q["success"] >= p["success"] for q in curves["pasadena"])
+                    for p in fgsm)
+    assert sweep["dominance"]["fgsm"] == {"dominated": dominated, "points": 2}
+    md = (out / "results.md").read_text()
+    assert "Pasadena sweep — source resnet20" in md and "eps=16/255" in md and "lam=0.9 theta=0.6" in md
+    assert "success_vs_ssim_sweep_resnet20.png" in json.loads(result.stdout)["plots"]
+    with Image.open(out / "success_vs_ssim_sweep_resnet20.png") as im:
+        assert im.size[0] > 100
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert any(r["mode"] == "sweep eps=16/255" and r["metric"] == "ssim" for r in rows)
+    # resumes from its cells: a second invocation recomputes nothing and gives the same numbers
+    cells = sorted((out / "cells").rglob("*.json"))
+    mtimes = [c.stat().st_mtime_ns for c in cells]
+    again = run(*args)
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["pasadena_sweep"] == json.loads(result.stdout)["pasadena_sweep"]
+    assert [c.stat().st_mtime_ns for c in cells] == mtimes
+    bad = run("bench", "--suite", "pasadena", "--model", "resnet20", "--data", str(cifar_test_npz), "--sweep",
+              "--sweep-lam", "1.5", "--out", str(tmp_path / "bad"))
+    assert bad.exit_code != 0 and bad.stderr.strip().startswith("error:") and "--sweep-lam" in bad.stderr
