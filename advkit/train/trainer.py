@@ -32,6 +32,8 @@ from advkit.utils import atomic_path
 
 STATE_FILE = "train_state.pt"
 
+LossPair = tuple[torch.Tensor, torch.Tensor]  # (loss to minimize, plain mean loss to log)
+
 
 @dataclass
 class TrainConfig:
@@ -195,10 +197,13 @@ def train_denoiser(
     # The fusion stage's cross-entropy lives on another scale than the reconstruction loss: its own means.
     fusion_balancer = RadiusBalancer() if balancer is not None and cfg.arch == "pafilt" else None
 
-    def recon_loss(denoised: torch.Tensor, clean: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def recon_loss(denoised: torch.Tensor, clean: torch.Tensor, eps: torch.Tensor) -> LossPair:
+        """(the loss to minimize, the plain mean loss to log): they differ only under balancing."""
         reduction = "none" if balancer is not None else "mean"
         loss = sem_loss(denoised, clean, reduction) if sem_loss is not None else image_loss(denoised, clean, reduction)
-        return balancer(loss, eps) if balancer is not None else loss
+        if balancer is None:
+            return loss, loss.detach()
+        return balancer(loss, eps), loss.detach().mean()
 
     n = len(data)
     steps_per_epoch = math.ceil(math.ceil(n / world) / cfg.batch_size)
@@ -304,12 +309,12 @@ def train_denoiser(
                 group["lr"] = lr
             adv, clean, eps = data.batch(idx, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-                loss = _batch_loss(ddp_model, model, stage, adv, clean, eps, recon_loss, classifier,
+                loss, logged = _batch_loss(ddp_model, model, stage, adv, clean, eps, recon_loss, classifier,
                                    fusion_balancer)
             optimizer.zero_grad(set_to_none=True)
             loss.float().backward()
             optimizer.step()
-            running += float(loss.detach()) * len(idx)
+            running += float(logged) * len(idx)
             count += len(idx)
             if on_progress and rank == 0:
                 on_progress(epoch * steps_per_epoch + step + 1, total_steps_all)
@@ -350,22 +355,26 @@ def _batch_loss(
     adv: torch.Tensor,
     clean: torch.Tensor,
     eps: torch.Tensor,
-    recon_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    recon_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LossPair],
     classifier: nn.Module | None,
     balancer: RadiusBalancer | None = None,
-) -> torch.Tensor:
+) -> LossPair:
+    """(the loss to minimize, the plain mean loss to log) of one batch in ``stage``."""
     if isinstance(model, PAFilt):
         if stage == "fusion":
             denoised = ddp_model(adv, clamp=False)
             if balancer is not None:
-                return balancer(fusion_loss(classifier, denoised, clean, "none"), eps)  # type: ignore[arg-type]
-            return fusion_loss(classifier, denoised, clean)  # type: ignore[arg-type]
+                ce = fusion_loss(classifier, denoised, clean, "none")  # type: ignore[arg-type]
+                return balancer(ce, eps), ce.detach().mean()
+            ce = fusion_loss(classifier, denoised, clean)  # type: ignore[arg-type]
+            return ce, ce.detach()
         parts = ddp_model(adv, clamp=False, return_all=True)
-        loss = recon_loss(parts["sl"], clean, eps)
+        loss, logged = recon_loss(parts["sl"], clean, eps)
         is_m = torch.isin(eps, torch.tensor(PAFilt.M_RADII, dtype=eps.dtype, device=eps.device))
         if is_m.any():
-            loss = loss + recon_loss(parts["m"][is_m], clean[is_m], eps[is_m]) * (is_m.float().mean())
-        return loss
+            loss_m, logged_m = recon_loss(parts["m"][is_m], clean[is_m], eps[is_m])
+            loss, logged = loss + loss_m * is_m.float().mean(), logged + logged_m * is_m.float().mean()
+        return loss, logged
     if isinstance(model, MultiHeadFiltDenoiser):
         return recon_loss(ddp_model(adv, eps=eps, clamp=False), clean, eps)
     return recon_loss(ddp_model(adv, clamp=False), clean, eps)

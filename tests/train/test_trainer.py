@@ -194,3 +194,11 @@ def test_balanced_pafilt_trains_both_stages(tiny_store, tmp_path, weights_dir):
 def test_unknown_radius_weighting(tiny_store, tmp_path):
     with pytest.raises(UsageError, match="--radius-weighting"):
         train_denoiser(TrainConfig(train=str(tiny_store), out=str(tmp_path / "x"), radius_weighting="sqrt"))
+
+
+def test_balanced_training_logs_the_plain_mean_loss(tiny_store, tmp_path):
+    common = dict(arch="unet-filt", loss="img", train=str(tiny_store), width=4, epochs=1, batch_size=48, seed=2)
+    plain = train_denoiser(TrainConfig(**common, out=str(tmp_path / "u")))["history"][0]["train_loss"]
+    balanced = train_denoiser(TrainConfig(**common, out=str(tmp_path / "b"), radius_weighting="balanced"))
+    # one full batch, same initial weights: the first (and only) step's logged loss is the same plain L1
+    assert balanced["history"][0]["train_loss"] == pytest.approx(plain, rel=1e-5)
