@@ -38,6 +38,10 @@ def register(app: typer.Typer) -> None:
         train_eps: Annotated[
             str | None, typer.Option("--train-eps", help="Train only on these radii of the store (comma list).")
         ] = None,
+        init: Annotated[
+            Path | None, typer.Option("--init", help="Start from this checkpoint's weights (same arch); with "
+                                      "--arch pafilt --epochs 0, train only the fusion net.")
+        ] = None,
         radius_weighting: Annotated[
             str, typer.Option("--radius-weighting",
                               help="uniform (the paper: mean over images) or balanced (each radius weighs alike).")
@@ -68,7 +72,7 @@ def register(app: typer.Typer) -> None:
             kernel_size=kernel_size, epochs=epochs, fusion_epochs=fusion_epochs, batch_size=batch_size, lr=lr,
             amp=amp, seed=opts.seed, val_per_eps=val_per_eps, save_every_s=save_every,
             train_eps=parse_float_list(train_eps, "eps") if train_eps else None,
-            radius_weighting=radius_weighting,
+            radius_weighting=radius_weighting, init=str(init) if init else None,
         )
         console = stderr_console()
 

@@ -60,6 +60,7 @@ class TrainConfig:
     val_per_eps: int | None = 200
     save_every_s: float = 300.0
     train_eps: list[float] | None = None  # keep only these radii from the training store
+    init: str | None = None  # start from this checkpoint's weights (same arch and shapes)
     radius_weighting: str = "uniform"  # uniform (the paper: mean over images) | balanced (RadiusBalancer)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -77,12 +78,17 @@ class TrainConfig:
         if self.arch == "pafilt" and self.fusion_epochs > 0 and not self.model:
             raise UsageError("pafilt's fusion stage trains through the classifier: give --model")
         for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) < 1 and not (name == "epochs" and self.fusion_only):
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
         if self.fusion_epochs < 0:
             raise UsageError("--fusion-epochs must be >= 0")
         if not self.lr > 0:
             raise UsageError("--lr must be > 0")
+
+    @property
+    def fusion_only(self) -> bool:
+        """PA-Filt with ``--epochs 0 --init CKPT``: keep the given Y-Net, train only the fusion net."""
+        return self.arch == "pafilt" and self.epochs == 0 and self.init is not None and self.fusion_epochs > 0
 
     @property
     def total_epochs(self) -> int:
@@ -224,7 +230,7 @@ def train_denoiser(
         saved_cfg = json.loads(state["config"])
         ours = json.loads(json.dumps(asdict(cfg), default=str))
         for key in ("arch", "loss", "train", "width", "kernel_size", "seed", "batch_size", "epochs",
-                    "fusion_epochs", "lr", "model", "feature_layer", "radius_weighting"):
+                    "fusion_epochs", "lr", "model", "feature_layer", "radius_weighting", "init"):
             if key in ("feature_layer",) and ours.get(key) is None:
                 continue
             saved = saved_cfg.get(key, "uniform" if key == "radius_weighting" else None)
@@ -243,8 +249,11 @@ def train_denoiser(
             balancer.load_state_dict(saved_means.get("recon", {}))
             if fusion_balancer is not None:
                 fusion_balancer.load_state_dict(saved_means.get("fusion", {}))
-    elif rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    else:
+        if cfg.init:
+            _load_initial_weights(model, cfg.init, cfg.arch)
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
 
     def wrap(stage: str) -> nn.Module:
         """Freeze what the stage does not train; under torchrun, wrap in DDP for that stage."""
@@ -346,6 +355,17 @@ def train_denoiser(
     if val_store is not None:
         val_store.close()
     return {"config": asdict(cfg), "history": history, "best": best, "out": str(out)}
+
+
+def _load_initial_weights(model: nn.Module, path: str, arch: str) -> None:
+    """``--init``: copy a checkpoint's weights into ``model`` (same architecture and shapes)."""
+    source = load_denoiser(path, arch=arch)
+    theirs, ours = source.state_dict(), model.state_dict()
+    mismatched = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+    if mismatched or set(theirs) - set(ours):
+        raise CheckpointError(f"--init {path}: its weights do not fit this {arch} (width/kernel size differ: "
+                              f"{(mismatched or sorted(set(theirs) - set(ours)))[0]})")
+    model.load_state_dict(theirs)
 
 
 def _batch_loss(

@@ -202,3 +202,31 @@ def test_balanced_training_logs_the_plain_mean_loss(tiny_store, tmp_path):
     balanced = train_denoiser(TrainConfig(**common, out=str(tmp_path / "b"), radius_weighting="balanced"))
     # one full batch, same initial weights: the first (and only) step's logged loss is the same plain L1
     assert balanced["history"][0]["train_loss"] == pytest.approx(plain, rel=1e-5)
+
+
+def test_init_then_fusion_only_keeps_the_ynet(tiny_store, tmp_path, weights_dir):
+    first = TrainConfig(arch="pafilt", loss="img", model="resnet20", train=str(tiny_store), out=str(tmp_path / "y"),
+                        width=4, epochs=1, fusion_epochs=0, batch_size=24)
+    train_denoiser(first)
+    ynet = load_file(str(tmp_path / "y" / "last.safetensors"))
+    fuse = TrainConfig(arch="pafilt", loss="img", model="resnet20", train=str(tiny_store), out=str(tmp_path / "f"),
+                       width=4, epochs=0, fusion_epochs=1, batch_size=24, init=str(tmp_path / "y"))
+    record = train_denoiser(fuse)
+    assert [h["stage"] for h in record["history"]] == ["fusion"]
+    after = load_file(str(tmp_path / "f" / "last.safetensors"))
+    assert all(torch.equal(after[k], ynet[k]) for k in ynet if not k.startswith("fusion."))
+    assert any(not torch.equal(after[k], ynet[k]) for k in ynet if k.startswith("fusion."))
+
+
+def test_init_refuses_another_shape_or_arch(tiny_store, tmp_path):
+    train_denoiser(TrainConfig(arch="unet-filt", train=str(tiny_store), out=str(tmp_path / "w4"), width=4, epochs=1,
+                               batch_size=48))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        train_denoiser(TrainConfig(arch="unet-filt", train=str(tiny_store), out=str(tmp_path / "w8"), width=8,
+                                   epochs=1, batch_size=48, init=str(tmp_path / "w4")))
+    with pytest.raises(CheckpointError):
+        train_denoiser(TrainConfig(arch="unet-add", train=str(tiny_store), out=str(tmp_path / "add"), width=4,
+                                   epochs=1, batch_size=48, init=str(tmp_path / "w4")))
+    with pytest.raises(UsageError, match="--epochs must be >= 1"):
+        train_denoiser(TrainConfig(arch="unet-filt", train=str(tiny_store), out=str(tmp_path / "z"), width=4,
+                                   epochs=0, init=str(tmp_path / "w4")))
