@@ -42,10 +42,6 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--init", help="Start from this checkpoint's weights (same arch); with "
                                       "--arch pafilt --epochs 0, train only the fusion net.")
         ] = None,
-        radius_weighting: Annotated[
-            str, typer.Option("--radius-weighting",
-                              help="uniform (the paper: mean over images) or balanced (each radius weighs alike).")
-        ] = "uniform",
         amp: Annotated[str, typer.Option("--amp", help="none or bf16 autocast.")] = "none",
         save_every: Annotated[float, typer.Option("--save-every", help="Seconds between mid-epoch saves.")] = 300.0,
         resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.")] = False,
@@ -72,7 +68,7 @@ def register(app: typer.Typer) -> None:
             kernel_size=kernel_size, epochs=epochs, fusion_epochs=fusion_epochs, batch_size=batch_size, lr=lr,
             amp=amp, seed=opts.seed, val_per_eps=val_per_eps, save_every_s=save_every,
             train_eps=parse_float_list(train_eps, "eps") if train_eps else None,
-            radius_weighting=radius_weighting, init=str(init) if init else None,
+            init=str(init) if init else None,
         )
         console = stderr_console()
 

@@ -43,10 +43,8 @@ class FeatureExtractor(nn.Module):
         return captured[-1]
 
 
-def image_loss(denoised: torch.Tensor, clean: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """L_img = ‖I − Ĩ‖₁ (mean absolute error over pixels); ``reduction="none"`` gives one value per image (B,)."""
-    if reduction == "none":
-        return (denoised - clean).abs().flatten(1).mean(1)
+def image_loss(denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """L_img = ‖I − Ĩ‖₁ (mean absolute error over pixels)."""
     return F.l1_loss(denoised, clean)
 
 
@@ -57,58 +55,14 @@ class SemanticLoss(nn.Module):
         super().__init__()
         self.features = FeatureExtractor(classifier, layer)
 
-    def forward(self, denoised: torch.Tensor, clean: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """The loss (a scalar), or with ``reduction="none"`` one value per image (B,)."""
+    def forward(self, denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             target = self.features(clean)
-        diff = (self.features(denoised) - target).abs()
-        return diff.flatten(1).mean(1) if reduction == "none" else diff.mean()
+        return F.l1_loss(self.features(denoised), target)
 
 
-class RadiusBalancer:
-    """Weights each image's loss by 1 / (running mean loss at its radius), so every radius counts alike.
-
-    With the AdvFilter grid (1e-4 … 5e-1) the per-image losses differ by orders of magnitude across
-    radii: a plain mean is dominated by the largest radii and the denoiser neglects the median ones
-    (the "dip" the paper's PA-Filt addresses). Balancing is an advkit training option
-    (``--radius-weighting balanced``), not the paper's recipe. The running means (an exponential
-    moving average per radius, updated from each batch after it is weighted) are part of the resume
-    state, so a resumed run continues exactly.
-    """
-
-    def __init__(self, momentum: float = 0.98) -> None:
-        self.momentum = momentum
-        self.running: dict[float, float] = {}
-
-    def __call__(self, per_image: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """per_image: (B,) losses; eps: (B,) radii → the weighted scalar loss (≈ 1 once warmed up)."""
-        keys = [round(float(e), 8) for e in eps.detach().cpu().tolist()]
-        detached = per_image.detach().float().cpu()
-        batch_means: dict[float, float] = {}
-        for key in set(keys):
-            mask = torch.tensor([k == key for k in keys])
-            batch_means[key] = float(detached[mask].mean())
-        scale = torch.tensor([self.running.get(k, batch_means[k]) for k in keys], dtype=per_image.dtype,
-                             device=per_image.device).clamp_min(1e-12)
-        loss = (per_image / scale).mean()
-        for key, value in batch_means.items():
-            old = self.running.get(key)
-            self.running[key] = value if old is None else self.momentum * old + (1 - self.momentum) * value
-        return loss
-
-    def state_dict(self) -> dict[str, float]:
-        return {repr(k): v for k, v in self.running.items()}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.running = {float(k): float(v) for k, v in state.items()}
-
-
-def fusion_loss(classifier: nn.Module, denoised: torch.Tensor, clean: torch.Tensor,
-                reduction: str = "mean") -> torch.Tensor:
-    """PA-Filt stage 2: cross-entropy of the classifier on Ĩ against its own prediction on I.
-
-    ``reduction="none"`` gives one value per image (B,).
-    """
+def fusion_loss(classifier: nn.Module, denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """PA-Filt stage 2: cross-entropy of the classifier on Ĩ against its own prediction on I."""
     with torch.no_grad():
         target = classifier(clean).argmax(1)
-    return F.cross_entropy(classifier(denoised), target, reduction=reduction)
+    return F.cross_entropy(classifier(denoised), target)

@@ -27,12 +27,10 @@ from advkit.defenses.evaluate import evaluate_on_store, store_rows
 from advkit.errors import CheckpointError, OutputExistsError, UsageError
 from advkit.models.checkpoint import load_denoiser, save_denoiser
 from advkit.models.denoisers import DENOISER_ARCHS, MultiHeadFiltDenoiser, PAFilt, create_denoiser
-from advkit.train.losses import RadiusBalancer, SemanticLoss, fusion_loss, image_loss
+from advkit.train.losses import SemanticLoss, fusion_loss, image_loss
 from advkit.utils import atomic_path
 
 STATE_FILE = "train_state.pt"
-
-LossPair = tuple[torch.Tensor, torch.Tensor]  # (loss to minimize, plain mean loss to log)
 
 
 @dataclass
@@ -61,7 +59,6 @@ class TrainConfig:
     save_every_s: float = 300.0
     train_eps: list[float] | None = None  # keep only these radii from the training store
     init: str | None = None  # start from this checkpoint's weights (same arch and shapes)
-    radius_weighting: str = "uniform"  # uniform (the paper: mean over images) | balanced (RadiusBalancer)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -69,8 +66,6 @@ class TrainConfig:
             raise UsageError(f"unknown --arch {self.arch!r}; known: {', '.join(DENOISER_ARCHS)}")
         if self.loss not in ("img", "sem"):
             raise UsageError(f"--loss must be img or sem, got {self.loss!r}")
-        if self.radius_weighting not in ("uniform", "balanced"):
-            raise UsageError(f"--radius-weighting must be uniform or balanced, got {self.radius_weighting!r}")
         if self.amp not in ("none", "bf16"):
             raise UsageError(f"--amp must be none or bf16, got {self.amp!r}")
         if self.loss == "sem" and not self.model:
@@ -199,17 +194,8 @@ def train_denoiser(
         cfg.feature_layer = layer
         sem_loss = SemanticLoss(classifier, layer)  # type: ignore[arg-type]
 
-    balancer = RadiusBalancer() if cfg.radius_weighting == "balanced" else None
-    # The fusion stage's cross-entropy lives on another scale than the reconstruction loss: its own means.
-    fusion_balancer = RadiusBalancer() if balancer is not None and cfg.arch == "pafilt" else None
-
-    def recon_loss(denoised: torch.Tensor, clean: torch.Tensor, eps: torch.Tensor) -> LossPair:
-        """(the loss to minimize, the plain mean loss to log): they differ only under balancing."""
-        reduction = "none" if balancer is not None else "mean"
-        loss = sem_loss(denoised, clean, reduction) if sem_loss is not None else image_loss(denoised, clean, reduction)
-        if balancer is None:
-            return loss, loss.detach()
-        return balancer(loss, eps), loss.detach().mean()
+    def recon_loss(denoised: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        return sem_loss(denoised, clean) if sem_loss is not None else image_loss(denoised, clean)
 
     n = len(data)
     steps_per_epoch = math.ceil(math.ceil(n / world) / cfg.batch_size)
@@ -230,10 +216,10 @@ def train_denoiser(
         saved_cfg = json.loads(state["config"])
         ours = json.loads(json.dumps(asdict(cfg), default=str))
         for key in ("arch", "loss", "train", "width", "kernel_size", "seed", "batch_size", "epochs",
-                    "fusion_epochs", "lr", "model", "feature_layer", "radius_weighting", "init"):
+                    "fusion_epochs", "lr", "model", "feature_layer", "init"):
             if key in ("feature_layer",) and ours.get(key) is None:
                 continue
-            saved = saved_cfg.get(key, "uniform" if key == "radius_weighting" else None)
+            saved = saved_cfg.get(key)
             if saved != ours.get(key):
                 raise CheckpointError(
                     f"{out} was trained with {key}={saved!r}, not {ours.get(key)!r}; "
@@ -244,11 +230,6 @@ def train_denoiser(
         start_epoch, start_step = int(state["epoch"]), int(state["step"])
         history = json.loads(state["history"])
         best = json.loads(state["best"]) if state["best"] else None
-        if balancer is not None and state.get("balancer"):
-            saved_means = json.loads(state["balancer"])
-            balancer.load_state_dict(saved_means.get("recon", {}))
-            if fusion_balancer is not None:
-                fusion_balancer.load_state_dict(saved_means.get("fusion", {}))
     else:
         if cfg.init:
             _load_initial_weights(model, cfg.init, cfg.arch)
@@ -283,9 +264,6 @@ def train_denoiser(
             "best": json.dumps(best) if best else "",
             "optimizer": optimizer.state_dict(),
             "optimizer_stage": stage,
-            "balancer": json.dumps({"recon": balancer.state_dict(),
-                                    "fusion": fusion_balancer.state_dict() if fusion_balancer else {}})
-            if balancer is not None else "",
         }
         with atomic_path(state_path, suffix=".pt.tmp") as tmp:
             torch.save(payload, tmp)
@@ -318,12 +296,11 @@ def train_denoiser(
                 group["lr"] = lr
             adv, clean, eps = data.batch(idx, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-                loss, logged = _batch_loss(ddp_model, model, stage, adv, clean, eps, recon_loss, classifier,
-                                   fusion_balancer)
+                loss = _batch_loss(ddp_model, model, stage, adv, clean, eps, recon_loss, classifier)
             optimizer.zero_grad(set_to_none=True)
             loss.float().backward()
             optimizer.step()
-            running += float(logged) * len(idx)
+            running += float(loss.detach()) * len(idx)
             count += len(idx)
             if on_progress and rank == 0:
                 on_progress(epoch * steps_per_epoch + step + 1, total_steps_all)
@@ -342,8 +319,11 @@ def train_denoiser(
             entry = {**asdict(report)}
             history.append(entry)
             score = _score(report)
-            if best is None or (score is not None and score >= best["score"]):
-                best = {"epoch": epoch + 1, "score": score, "val": report.val}
+            # A later stage supersedes an earlier one: PA-Filt's fusion epochs are never compared with
+            # Y-Net epochs (another loss, and before stage 2 the fusion net is untrained).
+            if best is None or best.get("stage", "denoiser") != stage or (
+                    score is not None and score >= best["score"]):
+                best = {"epoch": epoch + 1, "stage": stage, "score": score, "val": report.val}
                 save_denoiser(model, out / "best.safetensors",
                               extra={"train": asdict(cfg), "epoch": epoch + 1, "val": report.val, "history": history})
             save_state(epoch + 1, 0, stage_of(epoch + 1) if epoch + 1 < cfg.total_epochs else stage)
@@ -375,29 +355,22 @@ def _batch_loss(
     adv: torch.Tensor,
     clean: torch.Tensor,
     eps: torch.Tensor,
-    recon_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], LossPair],
+    recon_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     classifier: nn.Module | None,
-    balancer: RadiusBalancer | None = None,
-) -> LossPair:
-    """(the loss to minimize, the plain mean loss to log) of one batch in ``stage``."""
+) -> torch.Tensor:
     if isinstance(model, PAFilt):
         if stage == "fusion":
             denoised = ddp_model(adv, clamp=False)
-            if balancer is not None:
-                ce = fusion_loss(classifier, denoised, clean, "none")  # type: ignore[arg-type]
-                return balancer(ce, eps), ce.detach().mean()
-            ce = fusion_loss(classifier, denoised, clean)  # type: ignore[arg-type]
-            return ce, ce.detach()
+            return fusion_loss(classifier, denoised, clean)  # type: ignore[arg-type]
         parts = ddp_model(adv, clamp=False, return_all=True)
-        loss, logged = recon_loss(parts["sl"], clean, eps)
+        loss = recon_loss(parts["sl"], clean)
         is_m = torch.isin(eps, torch.tensor(PAFilt.M_RADII, dtype=eps.dtype, device=eps.device))
         if is_m.any():
-            loss_m, logged_m = recon_loss(parts["m"][is_m], clean[is_m], eps[is_m])
-            loss, logged = loss + loss_m * is_m.float().mean(), logged + logged_m * is_m.float().mean()
-        return loss, logged
+            loss = loss + recon_loss(parts["m"][is_m], clean[is_m]) * (is_m.float().mean())
+        return loss
     if isinstance(model, MultiHeadFiltDenoiser):
-        return recon_loss(ddp_model(adv, eps=eps, clamp=False), clean, eps)
-    return recon_loss(ddp_model(adv, clamp=False), clean, eps)
+        return recon_loss(ddp_model(adv, eps=eps, clamp=False), clean)
+    return recon_loss(ddp_model(adv, clamp=False), clean)
 
 
 @torch.no_grad()
