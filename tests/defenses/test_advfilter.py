@@ -121,7 +121,7 @@ def test_art_preprocessor_matches_our_pipeline(cifar_first_100, weights_dir):
             device_type="cpu",
         )
         art_acc = float((art_clf.predict(adv.numpy()).argmax(1) == y.numpy()).mean())
-        assert art_acc == pytest.approx(ours, abs=1e-9)
+        assert round(art_acc * len(y)) == round(ours * len(y))  # the same images classified correctly
         attack = ProjectedGradientDescent(art_clf, norm=np.inf, eps=8 / 255, eps_step=2 / 255, max_iter=5,
                                           batch_size=40, verbose=False)
         x_adaptive = attack.generate(x[:8].numpy(), y=y[:8].numpy())
