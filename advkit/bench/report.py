@@ -197,11 +197,15 @@ def plots(report: dict[str, Any], out: Path) -> list[str]:
     return written
 
 
+def at_least_as_good(q: dict[str, Any], p: dict[str, Any]) -> bool:
+    """Sweep point ``q`` matches or beats ``p`` on both SSIM and success."""
+    return q["ssim"] >= p["ssim"] and q["success"] >= p["success"]
+
+
 def _upper_envelope(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The points no other point beats on both SSIM and success (the Pareto front), by SSIM."""
     front = [p for p in points
-             if not any(q is not p and q["ssim"] >= p["ssim"] and q["success"] >= p["success"]
-                        and (q["ssim"] > p["ssim"] or q["success"] > p["success"]) for q in points)]
+             if not any(at_least_as_good(q, p) and not at_least_as_good(p, q) for q in points)]
     return sorted(front, key=lambda p: p["ssim"])
 
 

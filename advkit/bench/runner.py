@@ -23,7 +23,7 @@ import torch
 
 import advkit
 from advkit.bench import robustness
-from advkit.bench.report import write_report
+from advkit.bench.report import at_least_as_good, write_report
 from advkit.errors import UsageError
 from advkit.utils import atomic_path
 
@@ -154,9 +154,8 @@ def _cached_cell(out: Path, key: str, compute: Callable[[], Any]) -> tuple[Any, 
     return cell, True
 
 
-# Cells are keyed by model, defense, mode and radius, so a run may add defenses or modes to a
-# folder; every other setting changes what a cell holds and must match.
-# Settings whose change only adds or skips cells (each cell's key names what it depends on).
+# Cells are keyed by what they depend on (model, defense, mode, radius, sweep point), so a run may
+# add defenses, modes or sweep points to a folder; every other setting changes what a cell holds.
 _CELL_INDEPENDENT = ("defenses", "modes", "sweep", "sweep_lams", "sweep_thetas", "sweep_eps")
 
 
@@ -201,6 +200,15 @@ class _Progress:
         self.done += units
         if self.callback:
             self.callback(min(self.done, self.total), self.total)
+
+    def follow(self) -> Callable[[int, int], None]:
+        """An ``on_progress(done, total)`` for one sub-task: its ``done`` counts from the total so far."""
+        base = self.done
+
+        def step(done: int, total: int) -> None:
+            self.advance(base + done - self.done)
+
+        return step
 
 
 def run_bench(
@@ -286,18 +294,11 @@ def _advfilter_store(config: BenchConfig, model_name: str, classifier: torch.nn.
     source = open_source(config.data, image_size=get_model_spec(model_name).input_size)  # type: ignore[arg-type]
     indices = select_images(source.labels(), config.n)
     attack = PGD(classifier, steps=config.steps, seed=config.seed)
-    before = 0
-
-    def step(done: int, total: int) -> None:
-        nonlocal before
-        progress.advance(done - before)
-        before = done
-
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         generate_pairs(source=source, indices=indices, attack=attack, eps=config.eps, out=path, model=classifier,
                        model_id=classifier.identity, seed=config.seed, batch_size=config.batch_size,
-                       device=device, resume=partial_path(path).exists(), on_progress=step)
+                       device=device, resume=partial_path(path).exists(), on_progress=progress.follow())
     return path
 
 
@@ -394,9 +395,23 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
 # Pasadena suite
 
 
+def _attack_denoise(config: BenchConfig, model_name: str, out: Path, methods: list[str], device: torch.device,
+                    selection: dict[str, Any], on_progress: Callable[[int, int], None], *, lam: float = 0.9,
+                    theta: float = 0.45, eps: float = 8 / 255, transfer_to: list[str] | None = None) -> dict[str, Any]:
+    """One `run_attack_denoise` with the suite's fixed settings (default Pasadena variant, σ = 0.1)."""
+    from advkit.attacks.denoise_experiment import run_attack_denoise
+
+    return run_attack_denoise(
+        data=config.data, model=model_name, out=out, denoiser=config.denoiser,  # type: ignore[arg-type]
+        methods=",".join(methods), variant="advkit", lam=lam, theta=theta, steps=None, alpha=0.1,
+        kernel_step=0.01, edges="sobel", canny_width=3, gaussian=False, eps=repr(eps), sigma=0.1,
+        transfer_to=",".join(transfer_to or []) or None, **selection, batch_size=config.batch_size,
+        save_png=False, overwrite=True, device=device, seed=config.seed, on_progress=on_progress,
+    )
+
+
 def _run_pasadena(config: BenchConfig, out: Path, device: torch.device,
                   on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
-    from advkit.attacks.denoise_experiment import run_attack_denoise
     from advkit.data.sources import open_source
 
     # The same images as the AdvFilter suite picks.
@@ -405,21 +420,11 @@ def _run_pasadena(config: BenchConfig, out: Path, device: torch.device,
     progress = _Progress(config.n * n_runs * len(config.models), on_progress)
     results: dict[str, Any] = {}
     for model_name in config.models:
-        before = progress.done
-
-        def step(done: int, total: int, base: int = before) -> None:
-            progress.advance(base + done - progress.done)
 
         def attack(model_name: str = model_name) -> dict[str, Any]:
             targets = [m for m in config.models if m != model_name]
-            return run_attack_denoise(
-                data=config.data, model=model_name, out=out / "pasadena" / model_name,  # type: ignore[arg-type]
-                denoiser=config.denoiser, methods=",".join(config.methods), variant="advkit", lam=0.9, theta=0.45,
-                steps=None, alpha=0.1, kernel_step=0.01, edges="sobel", canny_width=3, gaussian=False,
-                eps="8/255", sigma=0.1, transfer_to=",".join(targets) or None, **selection,
-                batch_size=config.batch_size, save_png=False,
-                overwrite=True, device=device, seed=config.seed, on_progress=step,
-            )
+            return _attack_denoise(config, model_name, out / "pasadena" / model_name, config.methods, device,
+                                   selection, progress.follow(), transfer_to=targets)
 
         cell, fresh = _cached_cell(out, f"pasadena/{model_name}", attack)
         if not fresh:
@@ -446,29 +451,17 @@ def sweep_points(config: BenchConfig) -> list[tuple[str, dict[str, float]]]:
 def _pasadena_sweep(config: BenchConfig, out: Path, device: torch.device, selection: dict[str, Any],
                     progress: _Progress) -> dict[str, Any]:
     """Success and image quality along each method's parameter sweep, one cached cell per point."""
-    from advkit.attacks.denoise_experiment import run_attack_denoise
-
     sweep: dict[str, Any] = {}
     for model_name in config.models:
         curves: dict[str, list[dict[str, Any]]] = {}
         for method, params in sweep_points(config):
             key = "_".join(f"{k}{v:.6g}" for k, v in params.items())
-            before = progress.done
-
-            def step(done: int, total: int, base: int = before) -> None:
-                progress.advance(base + done - progress.done)
 
             def attack(method: str = method, params: dict[str, float] = params, key: str = key,
                        model_name: str = model_name) -> dict[str, Any]:
-                result = run_attack_denoise(
-                    data=config.data, model=model_name,  # type: ignore[arg-type]
-                    out=out / "pasadena_sweep" / model_name / method.replace("+", "_") / key,
-                    denoiser=config.denoiser, methods=method, variant="advkit", lam=params.get("lam", 0.9),
-                    theta=params.get("theta", 0.45), steps=None, alpha=0.1, kernel_step=0.01, edges="sobel",
-                    canny_width=3, gaussian=False, eps=f"{params.get('eps', 8 / 255)!r}", sigma=0.1,
-                    transfer_to=None, **selection, batch_size=config.batch_size, save_png=False, overwrite=True,
-                    device=device, seed=config.seed, on_progress=step,
-                )
+                result = _attack_denoise(config, model_name,
+                                         out / "pasadena_sweep" / model_name / method.replace("+", "_") / key,
+                                         [method], device, selection, progress.follow(), **params)
                 r = result["methods"][method]
                 return {**params, **{k: r[k] for k in ("n", "success", "psnr", "ssim", "psnr_l", "brisque")}}
 
@@ -491,6 +484,6 @@ def sweep_dominance(curves: dict[str, list[dict[str, Any]]]) -> dict[str, dict[s
     for method, points in curves.items():
         if method == "pasadena":
             continue
-        dominated = sum(any(q["ssim"] >= p["ssim"] and q["success"] >= p["success"] for q in ours) for p in points)
+        dominated = sum(any(at_least_as_good(q, p) for q in ours) for p in points)
         verdict[method] = {"dominated": dominated, "points": len(points)}
     return verdict

@@ -219,10 +219,9 @@ def train_denoiser(
                     "fusion_epochs", "lr", "model", "feature_layer", "init"):
             if key in ("feature_layer",) and ours.get(key) is None:
                 continue
-            saved = saved_cfg.get(key)
-            if saved != ours.get(key):
+            if saved_cfg.get(key) != ours.get(key):
                 raise CheckpointError(
-                    f"{out} was trained with {key}={saved!r}, not {ours.get(key)!r}; "
+                    f"{out} was trained with {key}={saved_cfg.get(key)!r}, not {ours.get(key)!r}; "
                     "resume with the same arguments"
                 )
         resumed = load_denoiser(out / "last.safetensors", arch=cfg.arch)
