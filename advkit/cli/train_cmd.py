@@ -31,6 +31,10 @@ def register(app: typer.Typer) -> None:
         val_per_eps: Annotated[int, typer.Option("--val-per-eps", help="Validation rows per radius.")] = 200,
         epochs: Annotated[int, typer.Option("--epochs", help="Epochs (PA-Filt: of the Y-Net stage).")] = 10,
         fusion_epochs: Annotated[int, typer.Option("--fusion-epochs", help="PA-Filt fusion-stage epochs.")] = 2,
+        fusion_loss: Annotated[
+            str, typer.Option("--fusion-loss", help="PA-Filt fusion loss: ce (the paper's cross-entropy) or error "
+                              "(expected misclassification on the clamped output; bounded).")
+        ] = "ce",
         batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
         lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine schedule).")] = 1e-3,
         width: Annotated[int, typer.Option("--width", help="U-Net width multiplier (channels of block 1).")] = 16,
@@ -39,8 +43,13 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--train-eps", help="Train only on these radii of the store (comma list).")
         ] = None,
         init: Annotated[
-            Path | None, typer.Option("--init", help="Start from this checkpoint's weights (same arch); with "
-                                      "--arch pafilt --epochs 0, train only the fusion net.")
+            Path | None, typer.Option("--init", help="Start from this checkpoint's weights (same arch, or a "
+                                      "unet-filt for --arch pafilt); with --arch pafilt --epochs 0, train only "
+                                      "the fusion net.")
+        ] = None,
+        freeze: Annotated[
+            str | None, typer.Option("--freeze", help="Keep these parts fixed in the denoiser stage (comma list "
+                                     "of parameter-name prefixes, e.g. encoder,decoder_sl,head_sl).")
         ] = None,
         amp: Annotated[str, typer.Option("--amp", help="none or bf16 autocast.")] = "none",
         save_every: Annotated[float, typer.Option("--save-every", help="Seconds between mid-epoch saves.")] = 300.0,
@@ -65,10 +74,12 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig(
             arch=arch, loss=loss, train=str(train), val=str(val) if val else None, out=str(out), model=model,
             weights=str(weights) if weights else None, feature_layer=feature_layer, width=width,
-            kernel_size=kernel_size, epochs=epochs, fusion_epochs=fusion_epochs, batch_size=batch_size, lr=lr,
+            kernel_size=kernel_size, epochs=epochs, fusion_epochs=fusion_epochs, fusion_loss=fusion_loss,
+            batch_size=batch_size, lr=lr,
             amp=amp, seed=opts.seed, val_per_eps=val_per_eps, save_every_s=save_every,
             train_eps=parse_float_list(train_eps, "eps") if train_eps else None,
             init=str(init) if init else None,
+            freeze=[part.strip() for part in freeze.split(",") if part.strip()] if freeze else None,
         )
         console = stderr_console()
 

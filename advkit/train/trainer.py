@@ -27,7 +27,7 @@ from advkit.defenses.evaluate import evaluate_on_store, store_rows
 from advkit.errors import CheckpointError, OutputExistsError, UsageError
 from advkit.models.checkpoint import load_denoiser, save_denoiser
 from advkit.models.denoisers import DENOISER_ARCHS, MultiHeadFiltDenoiser, PAFilt, create_denoiser
-from advkit.train.losses import SemanticLoss, fusion_loss, image_loss
+from advkit.train.losses import FUSION_LOSSES, SemanticLoss, fusion_loss, image_loss
 from advkit.utils import atomic_path
 
 STATE_FILE = "train_state.pt"
@@ -52,13 +52,15 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     fusion_lr: float = 1e-3
+    fusion_loss: str = "ce"  # ce (the paper) | error (expected misclassification, bounded)
     weight_decay: float = 0.0
     amp: str = "none"  # none | bf16
     seed: int = 0
     val_per_eps: int | None = 200
     save_every_s: float = 300.0
     train_eps: list[float] | None = None  # keep only these radii from the training store
-    init: str | None = None  # start from this checkpoint's weights (same arch and shapes)
+    init: str | None = None  # start from this checkpoint's weights (same arch and shapes, or Filt → PA-Filt)
+    freeze: list[str] | None = None  # parameter-name prefixes kept fixed in the denoiser stage
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -75,6 +77,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1 and not (name == "epochs" and self.fusion_only):
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.fusion_loss not in FUSION_LOSSES:
+            raise UsageError(f"--fusion-loss must be one of {', '.join(FUSION_LOSSES)}, got {self.fusion_loss!r}")
         if self.fusion_epochs < 0:
             raise UsageError("--fusion-epochs must be >= 0")
         if not self.lr > 0:
@@ -203,9 +207,18 @@ def train_denoiser(
     best: dict[str, Any] | None = None
     start_epoch, start_step = 0, 0
 
+    frozen = _frozen_names(model, cfg.freeze)
+    ynet_names = {n for n, _ in model.named_parameters() if not (isinstance(model, PAFilt) and n.startswith("fusion."))}
+    if cfg.epochs > 0 and ynet_names <= frozen:
+        raise UsageError("--freeze leaves nothing to train in the denoiser stage")
+
     def make_optimizer(stage: str) -> torch.optim.Optimizer:
-        params = (model.fusion.parameters() if stage == "fusion" else
-                  (model.ynet_parameters() if isinstance(model, PAFilt) else model.parameters()))
+        if stage == "fusion":
+            params = list(model.fusion.parameters())
+        else:
+            trainable = model.ynet_parameters() if isinstance(model, PAFilt) else list(model.parameters())
+            ids = {id(p) for name, p in model.named_parameters() if name in frozen}
+            params = [p for p in trainable if id(p) not in ids]
         lr = cfg.fusion_lr if stage == "fusion" else cfg.lr
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
 
@@ -216,7 +229,7 @@ def train_denoiser(
         saved_cfg = json.loads(state["config"])
         ours = json.loads(json.dumps(asdict(cfg), default=str))
         for key in ("arch", "loss", "train", "width", "kernel_size", "seed", "batch_size", "epochs",
-                    "fusion_epochs", "lr", "model", "feature_layer", "init"):
+                    "fusion_epochs", "fusion_loss", "lr", "model", "feature_layer", "init", "freeze"):
             if key in ("feature_layer",) and ours.get(key) is None:
                 continue
             if saved_cfg.get(key) != ours.get(key):
@@ -240,6 +253,9 @@ def train_denoiser(
         if isinstance(model, PAFilt):
             for p in model.ynet_parameters():
                 p.requires_grad_(stage != "fusion")
+        for name, p in model.named_parameters():
+            if name in frozen:
+                p.requires_grad_(False)
         if world == 1:
             return model
         return nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
@@ -295,7 +311,8 @@ def train_denoiser(
                 group["lr"] = lr
             adv, clean, eps = data.batch(idx, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-                loss = _batch_loss(ddp_model, model, stage, adv, clean, eps, recon_loss, classifier)
+                loss = _batch_loss(ddp_model, model, stage, adv, clean, eps, recon_loss, classifier,
+                                   cfg.fusion_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.float().backward()
             optimizer.step()
@@ -336,10 +353,50 @@ def train_denoiser(
     return {"config": asdict(cfg), "history": history, "best": best, "out": str(out)}
 
 
+def _frozen_names(model: nn.Module, prefixes: list[str] | None) -> set[str]:
+    """Names of the parameters ``--freeze`` keeps fixed; a prefix that matches nothing is an error."""
+    names = [name for name, _ in model.named_parameters()]
+    frozen: set[str] = set()
+    for prefix in prefixes or []:
+        hits = {n for n in names if n == prefix or n.startswith(prefix.rstrip(".") + ".")}
+        if not hits:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise UsageError(f"--freeze {prefix!r} matches no parameter of this model; its parts: {', '.join(tops)}")
+        frozen |= hits
+    return frozen
+
+
+# Filt → PA-Filt: the Filt U-Net becomes the shared encoder and both decoders/kernel heads.
+_FILT_TO_PAFILT = {"encoder.": ("encoder.",), "decoder.": ("decoder_sl.", "decoder_m."),
+                   "head.": ("head_sl.", "head_m.")}
+
+
 def _load_initial_weights(model: nn.Module, path: str, arch: str) -> None:
-    """``--init``: copy a checkpoint's weights into ``model`` (same architecture and shapes)."""
-    source = load_denoiser(path, arch=arch)
+    """``--init``: copy a checkpoint's weights into ``model``.
+
+    Same architecture and shapes, or a ``unet-filt`` checkpoint into ``pafilt`` (of the same width
+    and K): its encoder becomes the Y-Net's encoder and its decoder and kernel head initialise both
+    branches; the fusion net keeps its fresh initialisation.
+    """
+    source = load_denoiser(path)
     theirs, ours = source.state_dict(), model.state_dict()
+    if source.arch == "unet-filt" and arch == "pafilt":
+        for key in ("groups", "padding", "full_res_skip"):
+            want = 3 if key == "groups" else model.config[key]
+            if source.config.get(key) != want:
+                raise CheckpointError(f"--init {path}: a Filt with {key}={source.config.get(key)!r} cannot start a "
+                                      f"PA-Filt ({key}={want!r})")
+        mapped = {}
+        for key, value in theirs.items():
+            prefix = next((p for p in _FILT_TO_PAFILT if key.startswith(p)), None)
+            if prefix is None:
+                raise CheckpointError(f"--init {path}: unexpected Filt parameter {key}")
+            for target in _FILT_TO_PAFILT[prefix]:
+                mapped[target + key[len(prefix):]] = value
+        theirs = {**{k: v for k, v in ours.items() if k.startswith("fusion.")}, **mapped}
+    elif source.arch != arch:
+        raise CheckpointError(f"--init {path} is a {source.arch} checkpoint; {arch} starts only from {arch}"
+                              + (" or unet-filt" if arch == "pafilt" else ""))
     mismatched = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
     if mismatched or set(theirs) - set(ours):
         raise CheckpointError(f"--init {path}: its weights do not fit this {arch} (width/kernel size differ: "
@@ -356,11 +413,12 @@ def _batch_loss(
     eps: torch.Tensor,
     recon_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     classifier: nn.Module | None,
+    kind: str = "ce",
 ) -> torch.Tensor:
     if isinstance(model, PAFilt):
         if stage == "fusion":
             denoised = ddp_model(adv, clamp=False)
-            return fusion_loss(classifier, denoised, clean)  # type: ignore[arg-type]
+            return fusion_loss(classifier, denoised, clean, kind)  # type: ignore[arg-type]
         parts = ddp_model(adv, clamp=False, return_all=True)
         loss = recon_loss(parts["sl"], clean)
         is_m = torch.isin(eps, torch.tensor(PAFilt.M_RADII, dtype=eps.dtype, device=eps.device))

@@ -89,6 +89,20 @@ def test_pafilt_parts_and_fusion():
     torch.testing.assert_close(parts["uncertainty"][:, :1], k_sl.amax(1, keepdim=True)[..., :13, :15])
 
 
+def test_fusion_net_reads_its_input_at_initialisation():
+    """The untrained fusion net's weight map must depend on the uncertainty maps: with PyTorch's
+    default init the signal died over the six layers (std of W across inputs 5e-4) and training
+    never recovered it."""
+    from advkit.models.denoisers import FusionNet
+
+    torch.manual_seed(0)
+    fusion = FusionNet(32)
+    maps = torch.rand(16, 2, 16, 16) * 0.6 + 0.3
+    with torch.no_grad():
+        change = (fusion(maps) - fusion(torch.full_like(maps, 0.6))).abs().mean()
+    assert change > 0.02
+
+
 @pytest.mark.parametrize("arch", DENOISER_ARCHS)
 def test_save_load_round_trip(arch, tmp_path):
     model = _randomize(create_denoiser(arch, width=4)).eval()

@@ -156,13 +156,15 @@ def test_pafilt_best_checkpoint_has_a_trained_fusion_net(tiny_store, tmp_path, w
     assert all(torch.equal(best[k], last[k]) for k in last)
 
 
-def test_init_then_fusion_only_keeps_the_ynet(tiny_store, tmp_path, weights_dir):
+@pytest.mark.parametrize("fusion_loss", ["ce", "error"])
+def test_init_then_fusion_only_keeps_the_ynet(fusion_loss, tiny_store, tmp_path, weights_dir):
     first = TrainConfig(arch="pafilt", loss="img", model="resnet20", train=str(tiny_store), out=str(tmp_path / "y"),
                         width=4, epochs=1, fusion_epochs=0, batch_size=24)
     train_denoiser(first)
     ynet = load_file(str(tmp_path / "y" / "last.safetensors"))
     fuse = TrainConfig(arch="pafilt", loss="img", model="resnet20", train=str(tiny_store), out=str(tmp_path / "f"),
-                       width=4, epochs=0, fusion_epochs=1, batch_size=24, init=str(tmp_path / "y"))
+                       width=4, epochs=0, fusion_epochs=1, batch_size=24, init=str(tmp_path / "y"),
+                       fusion_loss=fusion_loss)
     record = train_denoiser(fuse)
     assert [h["stage"] for h in record["history"]] == ["fusion"]
     after = load_file(str(tmp_path / "f" / "last.safetensors"))
@@ -182,3 +184,48 @@ def test_init_refuses_another_shape_or_arch(tiny_store, tmp_path):
     with pytest.raises(UsageError, match="--epochs must be >= 1"):
         train_denoiser(TrainConfig(arch="unet-filt", train=str(tiny_store), out=str(tmp_path / "z"), width=4,
                                    epochs=0, init=str(tmp_path / "w4")))
+
+
+def test_pafilt_starts_from_a_filt_and_freeze_keeps_parts_fixed(tiny_store, tmp_path):
+    """--init FILT into pafilt: both branches start as that Filt (so Ĩ_sl = Ĩ_m = the Filt's output);
+    --freeze keeps the named parts bit-identical while the rest trains."""
+    train_denoiser(TrainConfig(arch="unet-filt", train=str(tiny_store), out=str(tmp_path / "filt"), width=4,
+                               epochs=1, batch_size=48))
+    filt = load_denoiser(tmp_path / "filt" / "last.safetensors")
+    pa = TrainConfig(arch="pafilt", loss="img", train=str(tiny_store), out=str(tmp_path / "pa"), width=4,
+                     epochs=1, fusion_epochs=0, batch_size=24, init=str(tmp_path / "filt"),
+                     freeze=["encoder", "decoder_sl", "head_sl"])
+    train_denoiser(pa)
+    model = load_denoiser(tmp_path / "pa" / "last.safetensors")
+    with PairStore(tiny_store) as s:
+        _, adv = s.images(slice(0, 6))
+    with torch.no_grad():
+        parts = model(adv, return_all=True)
+        torch.testing.assert_close(parts["sl"], filt(adv), rtol=0, atol=0)
+        assert not torch.equal(parts["m"], filt(adv))  # φ_m trained away from its Filt start
+    before = filt.state_dict()
+    after = model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("encoder."))
+    assert any(not torch.equal(after["decoder_m." + k[len("decoder."):]], before[k])
+               for k in before if k.startswith("decoder."))
+
+
+def test_bad_fusion_loss(tiny_store, tmp_path):
+    with pytest.raises(UsageError, match="--fusion-loss"):
+        train_denoiser(TrainConfig(arch="pafilt", model="resnet20", train=str(tiny_store), out=str(tmp_path / "p"),
+                                   width=4, epochs=1, fusion_loss="mse"))
+    assert not (tmp_path / "p").exists()
+
+
+def test_freeze_errors(tiny_store, tmp_path):
+    base = dict(arch="unet-filt", train=str(tiny_store), width=4, epochs=1, batch_size=48)
+    with pytest.raises(UsageError, match="matches no parameter"):
+        train_denoiser(TrainConfig(**base, out=str(tmp_path / "a"), freeze=["decoder_sl"]))
+    with pytest.raises(UsageError, match="nothing to train"):
+        train_denoiser(TrainConfig(**base, out=str(tmp_path / "b"), freeze=["encoder", "decoder", "head"]))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    train_denoiser(TrainConfig(arch="unet-add", train=str(tiny_store), out=str(tmp_path / "addw"), width=4, epochs=1,
+                               batch_size=48))
+    with pytest.raises(CheckpointError, match="unet-add checkpoint"):
+        train_denoiser(TrainConfig(arch="pafilt", train=str(tiny_store), out=str(tmp_path / "c"), width=4, epochs=1,
+                                   fusion_epochs=0, batch_size=48, init=str(tmp_path / "addw")))
