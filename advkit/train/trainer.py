@@ -244,7 +244,7 @@ def train_denoiser(
         best = json.loads(state["best"]) if state["best"] else None
     else:
         if cfg.init:
-            _load_initial_weights(model, cfg.init, cfg.arch)
+            _load_initial_weights(model, cfg.init, cfg.arch, keep_fusion=not cfg.fusion_only)
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
 
@@ -371,12 +371,14 @@ _FILT_TO_PAFILT = {"encoder.": ("encoder.",), "decoder.": ("decoder_sl.", "decod
                    "head.": ("head_sl.", "head_m.")}
 
 
-def _load_initial_weights(model: nn.Module, path: str, arch: str) -> None:
+def _load_initial_weights(model: nn.Module, path: str, arch: str, keep_fusion: bool = True) -> None:
     """``--init``: copy a checkpoint's weights into ``model``.
 
     Same architecture and shapes, or a ``unet-filt`` checkpoint into ``pafilt`` (of the same width
     and K): its encoder becomes the Y-Net's encoder and its decoder and kernel head initialise both
-    branches; the fusion net keeps its fresh initialisation.
+    branches; the fusion net keeps its fresh initialisation. With ``keep_fusion=False`` (PA-Filt's
+    fusion-only runs) a PA-Filt checkpoint gives only its Y-Net: the fusion net trains from scratch
+    (continuing a fusion run is what ``--resume`` is for).
     """
     source = load_denoiser(path)
     theirs, ours = source.state_dict(), model.state_dict()
@@ -394,6 +396,8 @@ def _load_initial_weights(model: nn.Module, path: str, arch: str) -> None:
             for target in _FILT_TO_PAFILT[prefix]:
                 mapped[target + key[len(prefix):]] = value
         theirs = {**{k: v for k, v in ours.items() if k.startswith("fusion.")}, **mapped}
+    elif source.arch == arch == "pafilt" and not keep_fusion:
+        theirs = {k: (ours[k] if k.startswith("fusion.") else v) for k, v in theirs.items()}
     elif source.arch != arch:
         raise CheckpointError(f"--init {path} is a {source.arch} checkpoint; {arch} starts only from {arch}"
                               + (" or unet-filt" if arch == "pafilt" else ""))

@@ -229,3 +229,21 @@ def test_freeze_errors(tiny_store, tmp_path):
     with pytest.raises(CheckpointError, match="unet-add checkpoint"):
         train_denoiser(TrainConfig(arch="pafilt", train=str(tiny_store), out=str(tmp_path / "c"), width=4, epochs=1,
                                    fusion_epochs=0, batch_size=48, init=str(tmp_path / "addw")))
+
+
+def test_fusion_only_init_takes_the_ynet_but_not_the_fusion_net(tiny_store, tmp_path):
+    from advkit.models.denoisers import PAFilt
+    from advkit.train.trainer import _load_initial_weights
+
+    train_denoiser(TrainConfig(arch="pafilt", loss="img", train=str(tiny_store), out=str(tmp_path / "y"), width=4,
+                               epochs=1, fusion_epochs=0, batch_size=48))
+    saved = load_denoiser(tmp_path / "y" / "last.safetensors").state_dict()
+    torch.manual_seed(5)
+    fresh = PAFilt(width=4)
+    fresh_fusion = {k: v.clone() for k, v in fresh.state_dict().items() if k.startswith("fusion.")}
+    _load_initial_weights(fresh, str(tmp_path / "y"), "pafilt", keep_fusion=False)
+    after = fresh.state_dict()
+    assert all(torch.equal(after[k], saved[k]) for k in saved if not k.startswith("fusion."))
+    assert all(torch.equal(after[k], fresh_fusion[k]) for k in fresh_fusion)
+    _load_initial_weights(fresh, str(tmp_path / "y"), "pafilt")
+    assert all(torch.equal(fresh.state_dict()[k], saved[k]) for k in saved)
