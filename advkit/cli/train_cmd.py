@@ -35,6 +35,10 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--fusion-loss", help="PA-Filt fusion loss: ce (the paper's cross-entropy) or error "
                               "(expected misclassification on the clamped output; bounded).")
         ] = "ce",
+        fusion_input: Annotated[
+            str, typer.Option("--fusion-input", help="What PA-Filt's fusion net reads: uncertainty (the paper's "
+                              "[U_sl, U_m]) or uncertainty+image (also the input image).")
+        ] = "uncertainty",
         batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
         lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (cosine schedule).")] = 1e-3,
         width: Annotated[int, typer.Option("--width", help="U-Net width multiplier (channels of block 1).")] = 16,
@@ -75,6 +79,7 @@ def register(app: typer.Typer) -> None:
             arch=arch, loss=loss, train=str(train), val=str(val) if val else None, out=str(out), model=model,
             weights=str(weights) if weights else None, feature_layer=feature_layer, width=width,
             kernel_size=kernel_size, epochs=epochs, fusion_epochs=fusion_epochs, fusion_loss=fusion_loss,
+            fusion_input=fusion_input,
             batch_size=batch_size, lr=lr,
             amp=amp, seed=opts.seed, val_per_eps=val_per_eps, save_every_s=save_every,
             train_eps=parse_float_list(train_eps, "eps") if train_eps else None,

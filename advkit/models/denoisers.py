@@ -226,13 +226,19 @@ class MultiHeadFiltDenoiser(Denoiser):
         return self._finish(out, size, clamp)
 
 
-class FusionNet(nn.Module):
-    """C(·): 6 conv layers + sigmoid, [U_sl, U_m] (B, 2, H, W) → weight map W (B, 1, H, W)."""
+FUSION_INPUTS = {"uncertainty": 2, "uncertainty+image": 5}  # what the fusion net reads → its channels
 
-    def __init__(self, hidden: int = 32) -> None:
+
+class FusionNet(nn.Module):
+    """C(·): 6 conv layers + sigmoid, (B, in_channels, H, W) → weight map W (B, 1, H, W).
+
+    The paper's input is [U_sl, U_m] (2 channels); ``uncertainty+image`` appends the input image.
+    """
+
+    def __init__(self, hidden: int = 32, in_channels: int = 2) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        channels = [2] + [hidden] * 5
+        channels = [in_channels] + [hidden] * 5
         for cin, cout in zip(channels[:-1], channels[1:]):
             layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(hidden, 1, 3, padding=1))
@@ -260,16 +266,19 @@ class PAFilt(Denoiser):
     M_RADII = (1e-1, 3e-1, 5e-1)  # φ_m trains on these radii only
 
     def __init__(self, width: int = 32, kernel_size: int = 5, full_res_skip: bool = True,
-                 padding: str = "replicate", fusion_hidden: int = 32) -> None:
+                 padding: str = "replicate", fusion_hidden: int = 32, fusion_input: str = "uncertainty") -> None:
+        if fusion_input not in FUSION_INPUTS:
+            raise ValueError(f"fusion_input must be one of {', '.join(FUSION_INPUTS)}, got {fusion_input!r}")
         super().__init__(width=width, kernel_size=kernel_size, full_res_skip=full_res_skip, padding=padding,
-                         fusion_hidden=fusion_hidden)
+                         fusion_hidden=fusion_hidden, fusion_input=fusion_input)
+        self.fusion_input = fusion_input
         self.kernel_size, self.padding = kernel_size, padding
         self.encoder = UNetEncoder(3, width)
         self.decoder_sl = UNetDecoder(width, full_res_skip)
         self.decoder_m = UNetDecoder(width, full_res_skip)
         self.head_sl = KernelHead(self.decoder_sl.out_channels, 3, kernel_size, width)
         self.head_m = KernelHead(self.decoder_m.out_channels, 3, kernel_size, width)
-        self.fusion = FusionNet(fusion_hidden)
+        self.fusion = FusionNet(fusion_hidden, FUSION_INPUTS[fusion_input])
 
     def ynet_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.named_parameters() if not n.startswith("fusion.")]
@@ -287,7 +296,8 @@ class PAFilt(Denoiser):
         xp, size = pad_to_multiple(x)
         sl, m, k_sl, k_m = self.branches(xp)
         uncertainty = torch.cat([k_sl.amax(1, keepdim=True), k_m.amax(1, keepdim=True)], 1)
-        weight = self.fusion(uncertainty)
+        cues = uncertainty if self.fusion_input == "uncertainty" else torch.cat([uncertainty, xp], 1)
+        weight = self.fusion(cues)
         out = weight * sl + (1 - weight) * m
         h, w = size
         return {

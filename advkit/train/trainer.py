@@ -26,7 +26,7 @@ from advkit.data.store import PairStore, reconstruct_adv
 from advkit.defenses.evaluate import evaluate_on_store, store_rows
 from advkit.errors import CheckpointError, OutputExistsError, UsageError
 from advkit.models.checkpoint import load_denoiser, save_denoiser
-from advkit.models.denoisers import DENOISER_ARCHS, MultiHeadFiltDenoiser, PAFilt, create_denoiser
+from advkit.models.denoisers import DENOISER_ARCHS, FUSION_INPUTS, MultiHeadFiltDenoiser, PAFilt, create_denoiser
 from advkit.train.losses import FUSION_LOSSES, SemanticLoss, fusion_loss, image_loss
 from advkit.utils import atomic_path
 
@@ -53,6 +53,7 @@ class TrainConfig:
     lr: float = 1e-3
     fusion_lr: float = 1e-3
     fusion_loss: str = "ce"  # ce (the paper) | error (expected misclassification, bounded)
+    fusion_input: str = "uncertainty"  # what PA-Filt's fusion net reads: uncertainty | uncertainty+image
     weight_decay: float = 0.0
     amp: str = "none"  # none | bf16
     seed: int = 0
@@ -79,6 +80,8 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
         if self.fusion_loss not in FUSION_LOSSES:
             raise UsageError(f"--fusion-loss must be one of {', '.join(FUSION_LOSSES)}, got {self.fusion_loss!r}")
+        if self.fusion_input not in FUSION_INPUTS:
+            raise UsageError(f"--fusion-input must be one of {', '.join(FUSION_INPUTS)}, got {self.fusion_input!r}")
         if self.fusion_epochs < 0:
             raise UsageError("--fusion-epochs must be >= 0")
         if not self.lr > 0:
@@ -187,6 +190,8 @@ def train_denoiser(
     arch_kwargs: dict[str, Any] = {"width": cfg.width}
     if cfg.arch != "unet-add":
         arch_kwargs["kernel_size"] = cfg.kernel_size
+    if cfg.arch == "pafilt":
+        arch_kwargs["fusion_input"] = cfg.fusion_input
     model = create_denoiser(cfg.arch, **arch_kwargs)
     model.to(device)
 
@@ -228,13 +233,15 @@ def train_denoiser(
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         saved_cfg = json.loads(state["config"])
         ours = json.loads(json.dumps(asdict(cfg), default=str))
+        defaults = asdict(TrainConfig())  # state saved before a field existed holds its default
         for key in ("arch", "loss", "train", "width", "kernel_size", "seed", "batch_size", "epochs",
-                    "fusion_epochs", "fusion_loss", "lr", "model", "feature_layer", "init", "freeze"):
+                    "fusion_epochs", "fusion_loss", "fusion_input", "lr", "model", "feature_layer", "init", "freeze"):
             if key in ("feature_layer",) and ours.get(key) is None:
                 continue
-            if saved_cfg.get(key) != ours.get(key):
+            saved = saved_cfg.get(key, defaults[key])
+            if saved != ours.get(key):
                 raise CheckpointError(
-                    f"{out} was trained with {key}={saved_cfg.get(key)!r}, not {ours.get(key)!r}; "
+                    f"{out} was trained with {key}={saved!r}, not {ours.get(key)!r}; "
                     "resume with the same arguments"
                 )
         resumed = load_denoiser(out / "last.safetensors", arch=cfg.arch)

@@ -142,3 +142,20 @@ def test_bad_checkpoints_fail_cleanly(tmp_path):
 def test_unknown_arch():
     with pytest.raises(UnknownNameError, match="unet-filt"):
         create_denoiser("unet-blur")
+
+
+def test_pafilt_fusion_input_options():
+    """``uncertainty+image``: the fusion net reads [U_sl, U_m, Î] (5 channels); an old config without the
+    key builds the paper's 2-channel fusion net; anything else is a ValueError."""
+    torch.manual_seed(0)
+    paper = PAFilt(width=4)
+    with_image = PAFilt(width=4, fusion_input="uncertainty+image")
+    assert paper.fusion.net[0].in_channels == 2 and with_image.fusion.net[0].in_channels == 5
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        parts = with_image.forward_all(x)
+        xp = x  # 16 × 16 needs no padding
+        cues = torch.cat([parts["uncertainty"], xp], 1)
+        torch.testing.assert_close(parts["weight"], with_image.fusion(cues))
+    with pytest.raises(ValueError, match="fusion_input"):
+        PAFilt(width=4, fusion_input="image")

@@ -156,20 +156,22 @@ def test_pafilt_best_checkpoint_has_a_trained_fusion_net(tiny_store, tmp_path, w
     assert all(torch.equal(best[k], last[k]) for k in last)
 
 
-@pytest.mark.parametrize("fusion_loss", ["ce", "error"])
-def test_init_then_fusion_only_keeps_the_ynet(fusion_loss, tiny_store, tmp_path, weights_dir):
+@pytest.mark.parametrize(("fusion_loss", "fusion_input"), [("ce", "uncertainty"), ("error", "uncertainty+image")])
+def test_init_then_fusion_only_keeps_the_ynet(fusion_loss, fusion_input, tiny_store, tmp_path, weights_dir):
     first = TrainConfig(arch="pafilt", loss="img", model="resnet20", train=str(tiny_store), out=str(tmp_path / "y"),
                         width=4, epochs=1, fusion_epochs=0, batch_size=24)
     train_denoiser(first)
     ynet = load_file(str(tmp_path / "y" / "last.safetensors"))
     fuse = TrainConfig(arch="pafilt", loss="img", model="resnet20", train=str(tiny_store), out=str(tmp_path / "f"),
                        width=4, epochs=0, fusion_epochs=1, batch_size=24, init=str(tmp_path / "y"),
-                       fusion_loss=fusion_loss)
+                       fusion_loss=fusion_loss, fusion_input=fusion_input)
     record = train_denoiser(fuse)
     assert [h["stage"] for h in record["history"]] == ["fusion"]
     after = load_file(str(tmp_path / "f" / "last.safetensors"))
     assert all(torch.equal(after[k], ynet[k]) for k in ynet if not k.startswith("fusion."))
-    assert any(not torch.equal(after[k], ynet[k]) for k in ynet if k.startswith("fusion."))
+    assert any(after[k].shape != ynet[k].shape or not torch.equal(after[k], ynet[k])
+               for k in ynet if k.startswith("fusion."))
+    assert load_denoiser(tmp_path / "f" / "last.safetensors").fusion_input == fusion_input
 
 
 def test_init_refuses_another_shape_or_arch(tiny_store, tmp_path):
