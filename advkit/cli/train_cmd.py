@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         fusion_epochs: Annotated[int, typer.Option("--fusion-epochs", help="PA-Filt fusion-stage epochs.")] = 2,
         fusion_loss: Annotated[
             str, typer.Option("--fusion-loss", help="PA-Filt fusion loss: ce (the paper's cross-entropy) or error "
-                              "(expected misclassification on the clamped output; bounded).")
+                              "(expected misclassification on the clamped output) or choice (W learns which "
+                              "branch the classifier gets right).")
         ] = "ce",
         fusion_input: Annotated[
             str, typer.Option("--fusion-input", help="What PA-Filt's fusion net reads: uncertainty (the paper's "

@@ -61,7 +61,7 @@ class SemanticLoss(nn.Module):
         return F.l1_loss(self.features(denoised), target)
 
 
-FUSION_LOSSES = ("ce", "error")
+FUSION_LOSSES = ("ce", "error", "choice")
 
 
 def fusion_loss(classifier: nn.Module, denoised: torch.Tensor, clean: torch.Tensor, kind: str = "ce") -> torch.Tensor:
@@ -81,4 +81,32 @@ def fusion_loss(classifier: nn.Module, denoised: torch.Tensor, clean: torch.Tens
     if kind == "error":
         probs = F.softmax(classifier(denoised.clamp(0, 1)), dim=1)
         return (1 - probs.gather(1, target[:, None])).mean()
-    raise ValueError(f"fusion loss must be one of {', '.join(FUSION_LOSSES)}, got {kind!r}")
+    raise ValueError(f"fusion loss must be one of {', '.join(FUSION_LOSSES[:2])} here ('choice' needs the "
+                     f"branches: fusion_choice_loss), got {kind!r}")
+
+
+def fusion_choice_loss(
+    classifier: nn.Module, sl: torch.Tensor, m: torch.Tensor, weight: torch.Tensor, clean: torch.Tensor
+) -> torch.Tensor:
+    """PA-Filt stage 2, ``--fusion-loss choice``: teach W which branch the classifier gets right.
+
+    Per image, the target is 1 where the classifier gives the clean prediction y a higher probability
+    on the clamped Ĩ_sl than on Ĩ_m, else 0; the loss is the binary cross-entropy of every pixel of W
+    against it, weighted by |p_y(Ĩ_sl) − p_y(Ĩ_m)| so images both branches get equally right or
+    wrong do not count. Why: through the mixed image, any loss of p_y has no gradient where the
+    dominant branch is confidently wrong (softmax saturation), so the bounded ``error`` loss never
+    moved W off φ_sl at eps 0.3 and 0.5, where φ_sl is always wrong and φ_m right 17–29 % of the
+    time; cross-entropy has the gradient but lets those radii outweigh all others.
+
+    Shapes: sl, m, clean (B, 3, H, W); weight (B, 1, H, W) in (0, 1).
+    """
+    with torch.no_grad():
+        target = classifier(clean).argmax(1)
+        p_sl = F.softmax(classifier(sl.clamp(0, 1)), 1).gather(1, target[:, None])[:, 0]
+        p_m = F.softmax(classifier(m.clamp(0, 1)), 1).gather(1, target[:, None])[:, 0]
+        choose_sl = (p_sl >= p_m).to(weight.dtype)
+        importance = (p_sl - p_m).abs()
+    per_image = F.binary_cross_entropy(weight.clamp(1e-6, 1 - 1e-6),
+                                       choose_sl[:, None, None, None].expand_as(weight),
+                                       reduction="none").mean((1, 2, 3))
+    return (importance * per_image).mean()

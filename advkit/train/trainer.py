@@ -27,7 +27,7 @@ from advkit.defenses.evaluate import evaluate_on_store, store_rows
 from advkit.errors import CheckpointError, OutputExistsError, UsageError
 from advkit.models.checkpoint import load_denoiser, save_denoiser
 from advkit.models.denoisers import DENOISER_ARCHS, FUSION_INPUTS, MultiHeadFiltDenoiser, PAFilt, create_denoiser
-from advkit.train.losses import FUSION_LOSSES, SemanticLoss, fusion_loss, image_loss
+from advkit.train.losses import FUSION_LOSSES, SemanticLoss, fusion_choice_loss, fusion_loss, image_loss
 from advkit.utils import atomic_path
 
 STATE_FILE = "train_state.pt"
@@ -52,7 +52,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     fusion_lr: float = 1e-3
-    fusion_loss: str = "ce"  # ce (the paper) | error (expected misclassification, bounded)
+    fusion_loss: str = "ce"  # ce (the paper) | error (expected misclassification) | choice (which branch)
     fusion_input: str = "uncertainty"  # what PA-Filt's fusion net reads: uncertainty | uncertainty+image
     weight_decay: float = 0.0
     amp: str = "none"  # none | bf16
@@ -428,6 +428,9 @@ def _batch_loss(
 ) -> torch.Tensor:
     if isinstance(model, PAFilt):
         if stage == "fusion":
+            if kind == "choice":
+                parts = ddp_model(adv, clamp=False, return_all=True)
+                return fusion_choice_loss(classifier, parts["sl"], parts["m"], parts["weight"], clean)  # type: ignore[arg-type]
             denoised = ddp_model(adv, clamp=False)
             return fusion_loss(classifier, denoised, clean, kind)  # type: ignore[arg-type]
         parts = ddp_model(adv, clamp=False, return_all=True)

@@ -156,7 +156,8 @@ def test_pafilt_best_checkpoint_has_a_trained_fusion_net(tiny_store, tmp_path, w
     assert all(torch.equal(best[k], last[k]) for k in last)
 
 
-@pytest.mark.parametrize(("fusion_loss", "fusion_input"), [("ce", "uncertainty"), ("error", "uncertainty+image")])
+@pytest.mark.parametrize(("fusion_loss", "fusion_input"),
+                         [("ce", "uncertainty"), ("error", "uncertainty+image"), ("choice", "uncertainty")])
 def test_init_then_fusion_only_keeps_the_ynet(fusion_loss, fusion_input, tiny_store, tmp_path, weights_dir):
     first = TrainConfig(arch="pafilt", loss="img", model="resnet20", train=str(tiny_store), out=str(tmp_path / "y"),
                         width=4, epochs=1, fusion_epochs=0, batch_size=24)
