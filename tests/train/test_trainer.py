@@ -250,3 +250,30 @@ def test_fusion_only_init_takes_the_ynet_but_not_the_fusion_net(tiny_store, tmp_
     assert all(torch.equal(after[k], fresh_fusion[k]) for k in fresh_fusion)
     _load_initial_weights(fresh, str(tmp_path / "y"), "pafilt")
     assert all(torch.equal(fresh.state_dict()[k], saved[k]) for k in saved)
+
+
+def test_cli_staged_pafilt_options(tiny_store, tmp_path):
+    """The CLI passes --init FILT, --freeze (comma list), --fusion-loss and --fusion-input through, and a
+    bad --freeze is one error line with exit code 2 and nothing written."""
+    from typer.testing import CliRunner
+
+    from advkit.cli import app
+
+    runner = CliRunner()
+    base = ["-q", "--device", "cpu", "train-denoiser", "--train", str(tiny_store), "--width", "4", "--batch-size", "48"]
+    filt = runner.invoke(app, [*base, "--out", str(tmp_path / "filt"), "--epochs", "1"])
+    assert filt.exit_code == 0, filt.output
+    staged = runner.invoke(app, [*base, "--out", str(tmp_path / "pa"), "--arch", "pafilt", "--epochs", "1",
+                                 "--fusion-epochs", "0", "--init", str(tmp_path / "filt"),
+                                 "--freeze", "encoder, decoder_sl,head_sl", "--fusion-loss", "choice",
+                                 "--fusion-input", "uncertainty+image"])
+    assert staged.exit_code == 0, staged.output
+    record = json.loads((tmp_path / "pa" / "last.json").read_text())
+    assert record["train"]["freeze"] == ["encoder", "decoder_sl", "head_sl"]
+    assert record["train"]["fusion_loss"] == "choice" and record["config"]["fusion_input"] == "uncertainty+image"
+    bad = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), "--arch", "pafilt", "--fusion-epochs", "0",
+                              "--freeze", "decoder"])
+    assert bad.exit_code == 2
+    lines = [line for line in bad.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --freeze 'decoder' matches no parameter"), bad.output
+    assert not (tmp_path / "bad").exists()
