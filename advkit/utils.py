@@ -79,13 +79,15 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def split_list(text: str | None) -> list[str]:
+    """``"a, b,,c"`` → ``["a", "b", "c"]``: a comma list with blanks stripped and empty items dropped."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
 def parse_float_list(text: str, what: str = "value") -> list[float]:
     """Parse ``"1e-3,3e-3,8/255"`` into floats (fractions allowed); a clear `UsageError` otherwise."""
     values = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
+    for part in split_list(text):
         try:
             if "/" in part:
                 num, den = part.split("/")

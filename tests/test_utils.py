@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from advkit.utils import atomic_path
+from advkit.utils import atomic_path, split_list
 
 
 def test_atomic_path_renames_only_on_success(tmp_path):
@@ -27,3 +27,8 @@ def test_atomic_path_output_has_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644
+
+
+def test_split_list():
+    assert split_list(" a, b,,c ,") == ["a", "b", "c"]
+    assert split_list("") == [] and split_list(None) == []

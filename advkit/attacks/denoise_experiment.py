@@ -19,7 +19,7 @@ from advkit.data.sources import open_source, select_indices
 from advkit.data.store import PairStoreWriter, quantize_delta
 from advkit.errors import OutputExistsError, UsageError
 from advkit.models import create_classifier, get_model_spec
-from advkit.utils import atomic_path, parse_float_list
+from advkit.utils import atomic_path, parse_float_list, split_list
 
 
 def run_attack_denoise(
@@ -29,7 +29,7 @@ def run_attack_denoise(
     save_png: bool, overwrite: bool, device: torch.device, seed: int,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    method_list = split_list(methods)
     for m in method_list:
         if m not in METHODS:
             raise UsageError(f"unknown method {m!r}; known: {', '.join(METHODS)}")
@@ -52,7 +52,7 @@ def run_attack_denoise(
     for p in classifier.parameters():
         p.requires_grad_(False)
     targets = {}
-    for name in [t.strip() for t in (transfer_to or "").split(",") if t.strip()]:
+    for name in split_list(transfer_to):
         targets[name] = create_classifier(name).to(device).eval()
     kpn = None
     if not gaussian or any(m.startswith("denoise") for m in method_list):

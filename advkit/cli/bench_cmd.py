@@ -58,16 +58,16 @@ def register(app: typer.Typer) -> None:
         from advkit.attacks.generate import parse_radii
         from advkit.bench import BenchConfig, run_bench
         from advkit.bench.runner import adv_stores_by_model
-        from advkit.utils import parse_float_list
+        from advkit.utils import parse_float_list, split_list
 
         opts = get_options(ctx, device=device, seed=seed, json=json_out)
         radii = parse_radii(eps, eps_grid, default="1e-3,1e-2")
-        models = [m.strip() for m in model.split(",") if m.strip()]
+        models = split_list(model)
         config = BenchConfig(
-            models=models, suite=suite, data=data, defenses=[d.strip() for d in defense.split(",") if d.strip()],
-            eps=radii, attack=attack, steps=steps, modes=[m.strip() for m in mode.split(",") if m.strip()],
+            models=models, suite=suite, data=data, defenses=split_list(defense),
+            eps=radii, attack=attack, steps=steps, modes=split_list(mode),
             adaptive_steps=adaptive_steps, sanity_n=sanity_n, sanity_steps=sanity_steps, n=n,
-            adv=adv_stores_by_model(adv or []), methods=[m.strip() for m in method.split(",") if m.strip()],
+            adv=adv_stores_by_model(adv or []), methods=split_list(method),
             denoiser=denoiser, sweep=sweep, sweep_lams=parse_float_list(sweep_lam, "lam"),
             sweep_thetas=parse_float_list(sweep_theta, "theta"), sweep_eps=parse_float_list(sweep_eps, "eps"),
             batch_size=batch_size, seed=opts.seed,

@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         from advkit.cli._common import stderr_console
         from advkit.errors import UsageError
         from advkit.train import TrainConfig, train_denoiser
-        from advkit.utils import parse_float_list
+        from advkit.utils import parse_float_list, split_list
 
         opts = get_options(ctx, device=device, seed=seed, json=json_out)
         if resume and overwrite:
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
             amp=amp, seed=opts.seed, val_per_eps=val_per_eps, save_every_s=save_every,
             train_eps=parse_float_list(train_eps, "eps") if train_eps else None,
             init=str(init) if init else None,
-            freeze=[part.strip() for part in freeze.split(",") if part.strip()] if freeze else None,
+            freeze=split_list(freeze) or None,
         )
         console = stderr_console()
 

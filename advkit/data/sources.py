@@ -56,7 +56,7 @@ import torch
 from advkit.data.images import IMAGE_EXTENSIONS, from_uint8_hwc, read_image_uint8, resize_center_crop
 from advkit.errors import DataSourceError, UsageError
 from advkit.models.zoo_classifiers import CIFAR10_CLASSES
-from advkit.utils import sha256_file
+from advkit.utils import sha256_file, split_list
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -858,7 +858,7 @@ def resolve_classes(items: str | Sequence[str | int], class_names: Sequence[str]
         UsageError: a name that is not one of ``class_names`` (or a name when there are none).
     """
     if isinstance(items, str):
-        items = [s for s in (p.strip() for p in items.split(",")) if s]
+        items = split_list(items)
     out: list[int] = []
     for item in items:
         if isinstance(item, (int, np.integer)) or (isinstance(item, str) and _is_int(item)):
