@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
                                       "the fusion net.")
         ] = None,
         freeze: Annotated[
-            str | None, typer.Option("--freeze", help="Keep these parts fixed in the denoiser stage (comma list "
+            str | None, typer.Option("--freeze", help="Keep these parts fixed (comma list "
                                      "of parameter-name prefixes, e.g. encoder,decoder_sl,head_sl).")
         ] = None,
         amp: Annotated[str, typer.Option("--amp", help="none or bf16 autocast.")] = "none",

@@ -280,9 +280,6 @@ class PAFilt(Denoiser):
         self.head_m = KernelHead(self.decoder_m.out_channels, 3, kernel_size, width)
         self.fusion = FusionNet(fusion_hidden, FUSION_INPUTS[fusion_input])
 
-    def ynet_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if not n.startswith("fusion.")]
-
     def branches(self, xp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(Ĩ_sl, Ĩ_m, kernels_sl, kernels_m) for a padded batch."""
         feats = self.encoder(xp)

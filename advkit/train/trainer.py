@@ -61,7 +61,7 @@ class TrainConfig:
     save_every_s: float = 300.0
     train_eps: list[float] | None = None  # keep only these radii from the training store
     init: str | None = None  # start from this checkpoint's weights (same arch and shapes, or Filt → PA-Filt)
-    freeze: list[str] | None = None  # parameter-name prefixes kept fixed in the denoiser stage
+    freeze: list[str] | None = None  # parameter-name prefixes kept fixed in every stage
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -213,19 +213,20 @@ def train_denoiser(
     start_epoch, start_step = 0, 0
 
     frozen = _frozen_names(model, cfg.freeze)
-    ynet_names = {n for n, _ in model.named_parameters() if not (isinstance(model, PAFilt) and n.startswith("fusion."))}
-    if cfg.epochs > 0 and ynet_names <= frozen:
-        raise UsageError("--freeze leaves nothing to train in the denoiser stage")
+
+    def trained_in(stage: str) -> dict[str, nn.Parameter]:
+        """What ``stage`` updates: PA-Filt's fusion stage only the fusion net, the denoiser stage the
+        rest; never what ``--freeze`` names."""
+        return {name: p for name, p in model.named_parameters()
+                if name not in frozen and name.startswith("fusion.") == (stage == "fusion")}
+
+    for stage_name, stage_epochs in (("denoiser", cfg.epochs), ("fusion", cfg.total_epochs - cfg.epochs)):
+        if stage_epochs > 0 and not trained_in(stage_name):
+            raise UsageError(f"--freeze leaves nothing to train in the {stage_name} stage")
 
     def make_optimizer(stage: str) -> torch.optim.Optimizer:
-        if stage == "fusion":
-            params = list(model.fusion.parameters())
-        else:
-            trainable = model.ynet_parameters() if isinstance(model, PAFilt) else list(model.parameters())
-            ids = {id(p) for name, p in model.named_parameters() if name in frozen}
-            params = [p for p in trainable if id(p) not in ids]
         lr = cfg.fusion_lr if stage == "fusion" else cfg.lr
-        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(trained_in(stage).values(), lr=lr, weight_decay=cfg.weight_decay)
 
     stage_of = lambda epoch: "fusion" if cfg.arch == "pafilt" and epoch >= cfg.epochs else "denoiser"  # noqa: E731
 
@@ -257,12 +258,9 @@ def train_denoiser(
 
     def wrap(stage: str) -> nn.Module:
         """Freeze what the stage does not train; under torchrun, wrap in DDP for that stage."""
-        if isinstance(model, PAFilt):
-            for p in model.ynet_parameters():
-                p.requires_grad_(stage != "fusion")
+        trained = trained_in(stage)
         for name, p in model.named_parameters():
-            if name in frozen:
-                p.requires_grad_(False)
+            p.requires_grad_(name in trained)
         if world == 1:
             return model
         return nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)

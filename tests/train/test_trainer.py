@@ -220,6 +220,13 @@ def test_bad_fusion_loss(tiny_store, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+def test_freezing_the_fusion_net_leaves_its_stage_nothing_to_train(tiny_store, tmp_path, weights_dir):
+    with pytest.raises(UsageError, match="nothing to train in the fusion stage"):
+        train_denoiser(TrainConfig(arch="pafilt", model="resnet20", train=str(tiny_store), out=str(tmp_path / "f"),
+                                   width=4, epochs=1, fusion_epochs=1, batch_size=48, freeze=["fusion"]))
+    assert not (tmp_path / "f").exists()
+
+
 def test_freeze_errors(tiny_store, tmp_path):
     base = dict(arch="unet-filt", train=str(tiny_store), width=4, epochs=1, batch_size=48)
     with pytest.raises(UsageError, match="matches no parameter"):
