@@ -64,6 +64,17 @@ class SemanticLoss(nn.Module):
 FUSION_LOSSES = ("ce", "error", "choice")
 
 
+def _clean_prediction(classifier: nn.Module, clean: torch.Tensor) -> torch.Tensor:
+    """The fusion losses' label y: the classifier's own prediction on the clean image (B,)."""
+    with torch.no_grad():
+        return classifier(clean).argmax(1)
+
+
+def _probability_of(classifier: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """p_y (B,): the classifier's probability of ``target`` on ``images`` clamped to [0, 1] as at inference."""
+    return F.softmax(classifier(images.clamp(0, 1)), dim=1).gather(1, target[:, None])[:, 0]
+
+
 def fusion_loss(classifier: nn.Module, denoised: torch.Tensor, clean: torch.Tensor, kind: str = "ce") -> torch.Tensor:
     """PA-Filt stage 2: the classifier on Ĩ against its own prediction on the clean image I.
 
@@ -74,13 +85,11 @@ def fusion_loss(classifier: nn.Module, denoised: torch.Tensor, clean: torch.Tens
     so the fusion net learned W ≡ 0 even where φ_sl is right 3× as often. The bounded loss counts
     each image by how likely it is to be misclassified, which is what the accuracy tables measure.
     """
-    with torch.no_grad():
-        target = classifier(clean).argmax(1)
+    target = _clean_prediction(classifier, clean)
     if kind == "ce":
         return F.cross_entropy(classifier(denoised), target)
     if kind == "error":
-        probs = F.softmax(classifier(denoised.clamp(0, 1)), dim=1)
-        return (1 - probs.gather(1, target[:, None])).mean()
+        return (1 - _probability_of(classifier, denoised, target)).mean()
     raise ValueError(f"fusion loss must be one of {', '.join(FUSION_LOSSES[:2])} here ('choice' needs the "
                      f"branches: fusion_choice_loss), got {kind!r}")
 
@@ -100,10 +109,10 @@ def fusion_choice_loss(
 
     Shapes: sl, m, clean (B, 3, H, W); weight (B, 1, H, W) in (0, 1).
     """
+    target = _clean_prediction(classifier, clean)
     with torch.no_grad():
-        target = classifier(clean).argmax(1)
-        p_sl = F.softmax(classifier(sl.clamp(0, 1)), 1).gather(1, target[:, None])[:, 0]
-        p_m = F.softmax(classifier(m.clamp(0, 1)), 1).gather(1, target[:, None])[:, 0]
+        p_sl = _probability_of(classifier, sl, target)
+        p_m = _probability_of(classifier, m, target)
         choose_sl = (p_sl >= p_m).to(weight.dtype)
         importance = (p_sl - p_m).abs()
     per_image = F.binary_cross_entropy(weight.clamp(1e-6, 1 - 1e-6),
