@@ -400,12 +400,12 @@ def _load_initial_weights(model: nn.Module, path: str, arch: str, keep_fusion: b
                 raise CheckpointError(f"--init {path}: unexpected Filt parameter {key}")
             for target in _FILT_TO_PAFILT[prefix]:
                 mapped[target + key[len(prefix):]] = value
-        theirs = {**{k: v for k, v in ours.items() if k.startswith("fusion.")}, **mapped}
-    elif source.arch == arch == "pafilt" and not keep_fusion:
-        theirs = {k: (ours[k] if k.startswith("fusion.") else v) for k, v in theirs.items()}
+        theirs = mapped
     elif source.arch != arch:
         raise CheckpointError(f"--init {path} is a {source.arch} checkpoint; {arch} starts only from {arch}"
                               + (" or unet-filt" if arch == "pafilt" else ""))
+    if arch == "pafilt" and (source.arch != "pafilt" or not keep_fusion):
+        theirs = {**theirs, **{k: v for k, v in ours.items() if k.startswith("fusion.")}}  # a fresh fusion net
     mismatched = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
     if mismatched or set(theirs) - set(ours):
         raise CheckpointError(f"--init {path}: its weights do not fit this {arch} (width/kernel size differ: "
@@ -425,13 +425,11 @@ def _batch_loss(
     kind: str = "ce",
 ) -> torch.Tensor:
     if isinstance(model, PAFilt):
-        if stage == "fusion":
-            if kind == "choice":
-                parts = ddp_model(adv, clamp=False, return_all=True)
-                return fusion_choice_loss(classifier, parts["sl"], parts["m"], parts["weight"], clean)  # type: ignore[arg-type]
-            denoised = ddp_model(adv, clamp=False)
-            return fusion_loss(classifier, denoised, clean, kind)  # type: ignore[arg-type]
         parts = ddp_model(adv, clamp=False, return_all=True)
+        if stage == "fusion" and kind == "choice":
+            return fusion_choice_loss(classifier, parts["sl"], parts["m"], parts["weight"], clean)  # type: ignore[arg-type]
+        if stage == "fusion":
+            return fusion_loss(classifier, parts["out"], clean, kind)  # type: ignore[arg-type]
         loss = recon_loss(parts["sl"], clean)
         is_m = torch.isin(eps, torch.tensor(PAFilt.M_RADII, dtype=eps.dtype, device=eps.device))
         if is_m.any():
