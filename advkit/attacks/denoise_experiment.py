@@ -13,7 +13,7 @@ import torch
 
 from advkit.attacks.denoise_attack import METHODS, image_quality, noisy_inputs, run_method, summarize
 from advkit.attacks.edges import CannyEdges, SobelEdges
-from advkit.attacks.pasadena import VARIANTS, Pasadena
+from advkit.attacks.pasadena import LOSSES, VARIANTS, Pasadena
 from advkit.data.images import write_png
 from advkit.data.sources import open_source, select_indices
 from advkit.data.store import PairStoreWriter, quantize_delta
@@ -24,7 +24,8 @@ from advkit.utils import atomic_path, parse_float_list, split_list
 
 def run_attack_denoise(
     *, data: str, model: str, out: Path, denoiser: str, methods: str, variant: str, lam: float, theta: float,
-    steps: int | None, alpha: float, kernel_step: float, edges: str, canny_width: int, gaussian: bool, eps: str,
+    steps: int | None, alpha: float, kernel_step: float, edges: str,
+    loss: str | None = None, refine: int | None = None, confidence: float = 0.0, canny_width: int, gaussian: bool, eps: str,
     sigma: float, transfer_to: str | None, per_class: int | None, limit: int | None, batch_size: int,
     save_png: bool, overwrite: bool, device: torch.device, seed: int,
     on_progress: Callable[[int, int], None] | None = None,
@@ -35,6 +36,12 @@ def run_attack_denoise(
             raise UsageError(f"unknown method {m!r}; known: {', '.join(METHODS)}")
     if variant not in VARIANTS:
         raise UsageError(f"unknown --variant {variant!r}; use {' or '.join(VARIANTS)}")
+    if loss is not None and loss not in LOSSES:
+        raise UsageError(f"unknown --loss {loss!r}; use {' or '.join(LOSSES)}")
+    if confidence < 0 or (confidence > 0 and variant == "paper"):
+        raise UsageError(f"--confidence must be >= 0 and needs --variant advkit, got {confidence:g}")
+    if refine is not None and refine < 0:
+        raise UsageError(f"--refine must be >= 0, got {refine}")
     (eps_value,) = parse_float_list(eps, "eps")[:1]
     if not 0 < eps_value <= 1:
         raise UsageError(f"--eps {eps_value:g} is out of range (0, 1]")
@@ -66,7 +73,8 @@ def run_attack_denoise(
     if edge_model is None:
         raise UsageError(f"unknown --edges {edges!r}; use sobel or canny")
     attack = Pasadena(classifier, "gaussian" if gaussian else kpn, edge_model, lam=lam, theta=theta, steps=steps,
-                      alpha=alpha, kernel_step=kernel_step, variant=variant, seed=seed)
+                      alpha=alpha, kernel_step=kernel_step, variant=variant, loss=loss, refine=refine,
+                      confidence=confidence, seed=seed)
 
     source = open_source(data, image_size=get_model_spec(model).input_size)
     labels_all = source.labels()

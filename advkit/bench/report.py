@@ -59,6 +59,8 @@ def csv_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 def _sweep_param(point: dict[str, Any]) -> str:
     if "eps" in point:
         return f"eps={point['eps'] * 255:.3g}/255"
+    if "confidence" in point:
+        return f"kappa={point['confidence']:g}"
     return f"lam={point['lam']:g} theta={point['theta']:g}"
 
 

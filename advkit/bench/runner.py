@@ -62,6 +62,8 @@ class BenchConfig:
     sweep_lams: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 0.97])
     sweep_thetas: list[float] = field(default_factory=lambda: [0.3, 0.45, 0.6])
     sweep_eps: list[float] = field(default_factory=lambda: [2 / 255, 4 / 255, 8 / 255, 16 / 255])
+    # κ, the margin Pasadena keeps past the flip (at the default λ, θ): quality traded for transfer
+    sweep_confidences: list[float] = field(default_factory=lambda: [10.0, 20.0, 40.0])
     batch_size: int = 100
     seed: int = 0
     weights: str | None = None
@@ -87,9 +89,10 @@ class BenchConfig:
             raise UsageError("--sweep belongs to --suite pasadena")
         for option, values, low, high in (("--sweep-lam", self.sweep_lams, 0.0, 1.0),
                                           ("--sweep-theta", self.sweep_thetas, -10.0, 10.0),
-                                          ("--sweep-eps", self.sweep_eps, 1e-12, 1.0)):
+                                          ("--sweep-eps", self.sweep_eps, 1e-12, 1.0),
+                                          ("--sweep-confidence", self.sweep_confidences, 0.0, 1e6)):
             bad_values = [v for v in values if not low <= v <= high]
-            if bad_values or (self.sweep and not values):
+            if bad_values or (self.sweep and not values and option != "--sweep-confidence"):
                 raise UsageError(f"{option} values must lie in [{low:g}, {high:g}], got "
                                  f"{', '.join(f'{v:g}' for v in bad_values) or '(none)'}")
         for e in self.eps:
@@ -156,7 +159,7 @@ def _cached_cell(out: Path, key: str, compute: Callable[[], Any]) -> tuple[Any, 
 
 # Cells are keyed by what they depend on (model, defense, mode, radius, sweep point), so a run may
 # add defenses, modes or sweep points to a folder; every other setting changes what a cell holds.
-_CELL_INDEPENDENT = ("defenses", "modes", "sweep", "sweep_lams", "sweep_thetas", "sweep_eps")
+_CELL_INDEPENDENT = ("defenses", "modes", "sweep", "sweep_lams", "sweep_thetas", "sweep_eps", "sweep_confidences")
 
 
 def _check_resume(out: Path, config: BenchConfig) -> None:
@@ -397,14 +400,15 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
 
 def _attack_denoise(config: BenchConfig, model_name: str, out: Path, methods: list[str], device: torch.device,
                     selection: dict[str, Any], on_progress: Callable[[int, int], None], *, lam: float = 0.9,
-                    theta: float = 0.45, eps: float = 8 / 255, transfer_to: list[str] | None = None) -> dict[str, Any]:
+                    theta: float = 0.45, confidence: float = 0.0, eps: float = 8 / 255,
+                    transfer_to: list[str] | None = None) -> dict[str, Any]:
     """One `run_attack_denoise` with the suite's fixed settings (default Pasadena variant, σ = 0.1)."""
     from advkit.attacks.denoise_experiment import run_attack_denoise
 
     return run_attack_denoise(
         data=config.data, model=model_name, out=out, denoiser=config.denoiser,  # type: ignore[arg-type]
         methods=",".join(methods), variant="advkit", lam=lam, theta=theta, steps=None, alpha=0.1,
-        kernel_step=0.01, edges="sobel", canny_width=3, gaussian=False, eps=repr(eps), sigma=0.1,
+        kernel_step=0.01, confidence=confidence, edges="sobel", canny_width=3, gaussian=False, eps=repr(eps), sigma=0.1,
         transfer_to=",".join(transfer_to or []) or None, **selection, batch_size=config.batch_size,
         save_png=False, overwrite=True, device=device, seed=config.seed, on_progress=on_progress,
     )
@@ -436,13 +440,14 @@ def _run_pasadena(config: BenchConfig, out: Path, device: torch.device,
 
 
 def sweep_points(config: BenchConfig) -> list[tuple[str, dict[str, float]]]:
-    """The sweep's runs: Pasadena at every (λ, θ), each ε-bounded method of ``methods`` at every ε."""
+    """The sweep's runs: Pasadena at every (λ, θ) and every κ, each ε-bounded method of ``methods`` at every ε."""
     from advkit.attacks.denoise_attack import METHODS
 
     points: list[tuple[str, dict[str, float]]] = []
     if "pasadena" in config.methods:
         points += [("pasadena", {"lam": lam, "theta": theta}) for lam in config.sweep_lams
                    for theta in config.sweep_thetas]
+        points += [("pasadena", {"confidence": kappa}) for kappa in config.sweep_confidences]
     bounded = [m for m in config.methods if m in METHODS and m not in ("pasadena", "denoise")]
     points += [(m, {"eps": eps}) for m in bounded for eps in config.sweep_eps]
     return points

@@ -28,6 +28,15 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int | None, typer.Option("--steps", help="Max iterations (advkit 50, paper 10).")] = None,
         alpha: Annotated[float, typer.Option("--alpha", help="Paper variant step α.")] = 0.1,
         kernel_step: Annotated[float, typer.Option("--kernel-step", help="advkit variant kernel step.")] = 0.01,
+        loss: Annotated[
+            str | None, typer.Option("--loss", help="Attack loss: margin or ce (advkit margin, paper ce).")
+        ] = None,
+        refine: Annotated[
+            int | None, typer.Option("--refine", help="Line-search bisection steps (advkit 8, paper 0; 0 = off).")
+        ] = None,
+        confidence: Annotated[
+            float, typer.Option("--confidence", help="κ: margin to keep past the flip (advkit; quality for transfer).")
+        ] = 0.0,
         edges: Annotated[str, typer.Option("--edges", help="sobel (multi-scale) or canny.")] = "sobel",
         canny_width: Annotated[int, typer.Option("--canny-width", help="Canny dilation width (3-9).")] = 3,
         gaussian_denoiser: Annotated[
@@ -55,7 +64,8 @@ def register(app: typer.Typer) -> None:
         with progress_bar(opts, "attack-denoise", unit="img") as on_progress:
             result = run_attack_denoise(
                 data=data, model=model, out=out, denoiser=denoiser, methods=method, variant=variant, lam=lam,
-                theta=theta, steps=steps, alpha=alpha, kernel_step=kernel_step, edges=edges,
+                theta=theta, steps=steps, alpha=alpha, kernel_step=kernel_step, loss=loss,
+                refine=refine, confidence=confidence, edges=edges,
                 canny_width=canny_width, gaussian=gaussian_denoiser, eps=eps, sigma=sigma, transfer_to=transfer_to,
                 per_class=per_class, limit=limit, batch_size=batch_size, save_png=save_png, overwrite=overwrite,
                 device=device_of(opts), seed=opts.seed, on_progress=on_progress,

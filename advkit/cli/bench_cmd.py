@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         sweep_theta: Annotated[str, typer.Option("--sweep-theta", help="θ values of the sweep.")] = "0.3,0.45,0.6",
         sweep_eps: Annotated[str, typer.Option("--sweep-eps", help="Baselines' ε values of the sweep.")] = (
             "2/255,4/255,8/255,16/255"),
+        sweep_confidence: Annotated[str, typer.Option(
+            "--sweep-confidence", help="Pasadena's κ values of the sweep (margin kept past the flip; '' for none).")
+        ] = "10,20,40",
         weights: Annotated[Path | None, typer.Option("--weights", help="Weights file for a single --model.")] = None,
         batch_size: Annotated[int, typer.Option("--batch-size")] = 100,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in an existing --out.")] = False,
@@ -70,6 +73,7 @@ def register(app: typer.Typer) -> None:
             adv=adv_stores_by_model(adv or []), methods=split_list(method),
             denoiser=denoiser, sweep=sweep, sweep_lams=parse_float_list(sweep_lam, "lam"),
             sweep_thetas=parse_float_list(sweep_theta, "theta"), sweep_eps=parse_float_list(sweep_eps, "eps"),
+            sweep_confidences=parse_float_list(sweep_confidence, "confidence") if sweep_confidence.strip() else [],
             batch_size=batch_size, seed=opts.seed,
             weights=str(weights) if weights is not None else None,
         )

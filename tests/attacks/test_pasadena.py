@@ -52,7 +52,7 @@ def test_attack_contract(setup, variant):
         pred = model(adv).argmax(1)
     # success is "prediction changed from the model's own prediction on the noisy input"
     assert torch.equal(flipped, pred != r["labels"])
-    assert torch.all(r["steps"] <= 5) and torch.all(r["steps"] >= 1)
+    assert torch.all(r["steps"] <= 5) and torch.all(r["steps"] >= (1 if variant == "paper" else 0))
     # images that did not flip ran every step; flipped ones stopped at their first flip
     assert torch.all(r["steps"][~flipped] == 5)
     assert r["mask"].shape == (8, 1, 32, 32) and r["mask"].min() > 0 and r["mask"].max() < 1
@@ -101,9 +101,85 @@ def test_gaussian_ablation_and_noise(setup):
     assert 0.07 < float((n1 - x).std()) < 0.11
 
 
+def test_advkit_returns_the_denoised_image_where_denoising_already_flips(setup):
+    """The flip is checked before the first update: such images get 0 steps and the plain KPN output."""
+    model, kpn, noisy, _ = setup
+    with torch.no_grad():
+        denoised = kernel_filter(noisy, kpn.kernels(noisy), padding=kpn.padding).clamp(0, 1)
+        pred = model(denoised).argmax(1)
+    labels = pred.clone()
+    labels[:4] = (pred[:4] + 1) % 10  # the denoised prediction differs from these labels: already flipped
+    r = Pasadena(model, kpn, steps=3).run(noisy, labels)
+    assert torch.all(r["flipped"][:4]) and torch.all(r["steps"][:4] == 0)
+    torch.testing.assert_close(r["adv"][:4], denoised[:4], atol=0, rtol=0)
+    assert torch.all(r["steps"][4:] >= 1)
+    paper = Pasadena(model, kpn, variant="paper", steps=3).run(noisy, labels)
+    assert torch.all(paper["steps"] >= 1)  # Algorithm 1 updates before it checks
+
+
+def test_margin_loss_does_not_saturate(setup):
+    model, kpn, _, _ = setup
+    attack = Pasadena(model, kpn)
+    logits = torch.tensor([[40.0, 0.0, -3.0], [1.0, 2.0, 0.5]], requires_grad=True)
+    labels = torch.tensor([0, 1])
+    margin = attack.attack_loss(logits, labels)
+    torch.testing.assert_close(margin.detach(), torch.tensor([-40.0, -1.0]))
+    (g,) = torch.autograd.grad(margin[0], logits)
+    assert g[0].abs().sum() == 2  # ∂/∂z_y = −1, ∂/∂z_best-other = +1, whatever the confidence
+    ce = Pasadena(model, kpn, loss="ce").attack_loss(logits, labels)
+    (g_ce,) = torch.autograd.grad(ce[0], logits)
+    assert g_ce.abs().max() < 1e-15  # CE's gradient is gone at softmax probability 1 in fp32
+
+
+def test_refine_finds_a_nearer_flipping_output_on_the_kernel_segment(setup):
+    model, kpn, noisy, _ = setup
+    coarse = Pasadena(model, kpn, steps=20, kernel_step=0.05, refine=0).run(noisy)
+    fine = Pasadena(model, kpn, steps=20, kernel_step=0.05, refine=10).run(noisy)
+    assert torch.equal(coarse["flipped"], fine["flipped"]) and coarse["flipped"].any()
+    with torch.no_grad():
+        assert torch.equal(model(fine["adv"]).argmax(1) != fine["labels"], fine["flipped"])
+    denoised = fine["denoised"]
+    attacked = fine["flipped"] & (fine["steps"] > 0)
+    assert attacked.any()
+    d_coarse = (coarse["adv"] - denoised)[attacked].flatten(1).norm(dim=1)
+    d_fine = (fine["adv"] - denoised)[attacked].flatten(1).norm(dim=1)
+    assert torch.all(d_fine <= d_coarse + 1e-6) and torch.any(d_fine < 0.9 * d_coarse)
+    # off the clamp, the refined output is the denoised image moved a fraction s of the way
+    i = int(attacked.nonzero()[0])
+    delta, full = (fine["adv"][i] - denoised[i]), (coarse["adv"][i] - denoised[i])
+    inside = (coarse["adv"][i] > 0.01) & (coarse["adv"][i] < 0.99) & (denoised[i] > 0.01) & (denoised[i] < 0.99)
+    inside &= full.abs() > 1e-3
+    ratio = delta[inside] / full[inside]
+    assert 0 < float(ratio.mean()) <= 1 and float(ratio.std()) < 1e-3
+
+
+def test_confidence_keeps_a_margin_past_the_flip(setup):
+    model, kpn, noisy, _ = setup
+    plain = Pasadena(model, kpn, steps=30, kernel_step=0.05).run(noisy)
+    kappa = 3.0
+    confident = Pasadena(model, kpn, steps=30, kernel_step=0.05, confidence=kappa).run(noisy)
+    with torch.no_grad():
+        margins = Pasadena.margin(model(confident["adv"]), confident["labels"])
+    done = margins >= kappa
+    assert done.any()
+    # an image done with κ is also flipped, and it moved at least as far from the denoised image
+    assert torch.all(confident["flipped"][done])
+    d = lambda r: (r["adv"] - r["denoised"]).flatten(1).norm(dim=1)  # noqa: E731
+    both = done & plain["flipped"]
+    assert torch.all(d(confident)[both] >= d(plain)[both] - 1e-6)
+
+
 def test_bad_arguments(setup):
     model, kpn, _, _ = setup
     with pytest.raises(ValueError, match="variant"):
         Pasadena(model, kpn, variant="fast")
     with pytest.raises(ValueError, match="lam"):
         Pasadena(model, kpn, lam=1.5)
+    with pytest.raises(ValueError, match="loss"):
+        Pasadena(model, kpn, loss="hinge")
+    with pytest.raises(ValueError, match="refine"):
+        Pasadena(model, kpn, refine=-1)
+    with pytest.raises(ValueError, match="confidence"):
+        Pasadena(model, kpn, confidence=-1)
+    with pytest.raises(ValueError, match="confidence"):
+        Pasadena(model, kpn, variant="paper", confidence=2)

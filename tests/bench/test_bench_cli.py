@@ -137,12 +137,13 @@ def test_bench_pasadena_sweep(cifar_test_npz, weights_dir, tmp_path):
     out = tmp_path / "sweep"
     args = ["--json", "bench", "--suite", "pasadena", "--model", "resnet20", "--data", str(cifar_test_npz),
             "--n", "10", "--method", "pasadena,fgsm", "--denoiser", str(ckpt), "--sweep", "--sweep-lam", "0.9",
-            "--sweep-theta", "0.45,0.6", "--sweep-eps", "1/255,16/255", "--out", str(out)]
+            "--sweep-theta", "0.45,0.6", "--sweep-eps", "1/255,16/255", "--sweep-confidence", "5", "--out", str(out)]
     result = run(*args)
     assert result.exit_code == 0, result.stderr
     sweep = json.loads(result.stdout)["pasadena_sweep"]["resnet20"]
     curves = sweep["curves"]
-    assert [(p["lam"], p["theta"]) for p in curves["pasadena"]] == [(0.9, 0.45), (0.9, 0.6)]
+    assert [(p["lam"], p["theta"]) for p in curves["pasadena"][:2]] == [(0.9, 0.45), (0.9, 0.6)]
+    assert curves["pasadena"][2]["confidence"] == 5 and len(curves["pasadena"]) == 3
     fgsm = curves["fgsm"]
     assert [p["eps"] for p in fgsm] == pytest.approx([1 / 255, 16 / 255])
     # a larger radius buys success and costs image quality
@@ -151,7 +152,7 @@ def test_bench_pasadena_sweep(cifar_test_npz, weights_dir, tmp_path):
                     for p in fgsm)
     assert sweep["dominance"]["fgsm"] == {"dominated": dominated, "points": 2}
     md = (out / "results.md").read_text()
-    assert "Pasadena sweep — source resnet20" in md and "eps=16/255" in md and "lam=0.9 theta=0.6" in md
+    assert "Pasadena sweep — source resnet20" in md and "eps=16/255" in md and "lam=0.9 theta=0.6" in md and "kappa=5" in md
     assert "success_vs_ssim_sweep_resnet20.png" in json.loads(result.stdout)["plots"]
     with Image.open(out / "success_vs_ssim_sweep_resnet20.png") as im:
         assert im.size[0] > 100

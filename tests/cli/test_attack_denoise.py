@@ -64,6 +64,8 @@ def test_attack_denoise_bad_input_is_one_line(tiny_kpn, cifar_test_npz, weights_
         (["--method", "nope"], "unknown method"),
         (["--eps", "2"], "out of range"),
         (["--model", "resnet999"], "resnet999"),
+        (["--loss", "hinge"], "unknown --loss"),
+        (["--refine", "-1"], "--refine"),
     ]
     for extra, needle in cases:
         args = ["attack-denoise", "--data", str(cifar_test_npz), "--model", "resnet20", "--denoiser",
