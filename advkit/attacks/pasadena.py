@@ -262,7 +262,9 @@ class Pasadena(Attack):
             ok = self.reached(self.logits(out), labels)
             hi = torch.where(ok, mid, hi)
             lo = torch.where(ok, lo, mid)
-        return (start + hi.view(-1, 1, 1, 1) * (end - start)).clamp(0, 1)
+        # s = 1 returns ``end`` itself: start + (end − start) can differ from it in the last bit
+        moved = torch.where((hi == 1).view(-1, 1, 1, 1), end, start + hi.view(-1, 1, 1, 1) * (end - start))
+        return moved.clamp(0, 1)
 
     def config(self) -> dict[str, Any]:
         edges = self.edges.config() if hasattr(self.edges, "config") else type(self.edges).__name__
