@@ -25,7 +25,7 @@ from advkit.utils import atomic_path, parse_float_list, split_list
 def run_attack_denoise(
     *, data: str, model: str, out: Path, denoiser: str, methods: str, variant: str, lam: float, theta: float,
     steps: int | None, alpha: float, kernel_step: float, edges: str,
-    loss: str | None = None, refine: int | None = None, confidence: float = 0.0, canny_width: int, gaussian: bool, eps: str,
+    loss: str | None = None, refine: int | None = None, confidence: float = 0.0, diversity: float = 0.0, canny_width: int, gaussian: bool, eps: str,
     sigma: float, transfer_to: str | None, per_class: int | None, limit: int | None, batch_size: int,
     save_png: bool, overwrite: bool, device: torch.device, seed: int,
     on_progress: Callable[[int, int], None] | None = None,
@@ -40,6 +40,8 @@ def run_attack_denoise(
         raise UsageError(f"unknown --loss {loss!r}; use {' or '.join(LOSSES)}")
     if confidence < 0 or (confidence > 0 and variant == "paper"):
         raise UsageError(f"--confidence must be >= 0 and needs --variant advkit, got {confidence:g}")
+    if not 0 <= diversity <= 1 or (diversity > 0 and variant == "paper"):
+        raise UsageError(f"--diversity must be in [0, 1] and needs --variant advkit, got {diversity:g}")
     if refine is not None and refine < 0:
         raise UsageError(f"--refine must be >= 0, got {refine}")
     (eps_value,) = parse_float_list(eps, "eps")[:1]
@@ -74,7 +76,7 @@ def run_attack_denoise(
         raise UsageError(f"unknown --edges {edges!r}; use sobel or canny")
     attack = Pasadena(classifier, "gaussian" if gaussian else kpn, edge_model, lam=lam, theta=theta, steps=steps,
                       alpha=alpha, kernel_step=kernel_step, variant=variant, loss=loss, refine=refine,
-                      confidence=confidence, seed=seed)
+                      confidence=confidence, diversity=diversity, seed=seed)
 
     source = open_source(data, image_size=get_model_spec(model).input_size)
     labels_all = source.labels()

@@ -42,6 +42,7 @@ from torch import nn
 
 from advkit.attacks.base import Attack, check_images
 from advkit.attacks.edges import EdgeModel, SobelEdges
+from advkit.attacks.transforms import diverse_input
 from advkit.ops import kernel_filter
 
 VARIANTS = ("advkit", "paper")
@@ -84,6 +85,11 @@ class Pasadena(Attack):
             logit of y) reaches κ, and the line search keeps a margin of at least κ; κ = 0 stops at
             the flip. A larger κ spends image quality on a more confident flip, which transfers
             better (CW's κ).
+        diversity: probability of DIM's input transform (random shrink-and-pad, rate 0.9) on the
+            image the attack loss sees at each step (advkit variant; 0 = off). As in DIM it makes
+            the flip less specific to the source model; the done check and the line search use the
+            plain image. The transform is drawn once per step for the whole batch, so with
+            diversity > 0 an image's result depends on its batch.
         seed: seeds the random edge-weight initialisation.
 
     ``forward(noisy, labels=None)``: noisy (B, 3, H, W) in [0, 1] → X^a. Labels default to the
@@ -108,6 +114,7 @@ class Pasadena(Attack):
         loss: str | None = None,
         refine: int | None = None,
         confidence: float = 0.0,
+        diversity: float = 0.0,
         kernel_size: int = 5,
         seed: int = 0,
         **kwargs: Any,
@@ -125,7 +132,10 @@ class Pasadena(Attack):
             raise ValueError(f"refine must be >= 0, got {refine}")
         if confidence < 0 or (confidence > 0 and variant == "paper"):
             raise ValueError(f"confidence must be >= 0 and needs the advkit variant, got {confidence} ({variant})")
+        if not 0 <= diversity <= 1 or (diversity > 0 and variant == "paper"):
+            raise ValueError(f"diversity must be in [0, 1] and needs the advkit variant, got {diversity} ({variant})")
         self.loss, self.refine, self.confidence = loss, refine, float(confidence)
+        self.diversity = float(diversity)
         self.denoiser = denoiser
         self.edges = edges if edges is not None else SobelEdges()
         self.lam, self.theta, self.alpha = lam, theta, alpha
@@ -188,13 +198,15 @@ class Pasadena(Attack):
                 logits = self.logits(denoised)
             flipped = logits.argmax(1) != y
             active = active[~self.reached(logits, y)]
+        di_gen = torch.Generator().manual_seed(self.seed)
         for t in range(self.steps):
             if active.numel() == 0:
                 break
             ka = k_a[active].detach().requires_grad_(True)
             wa = w[active].detach().requires_grad_(True)
             out = render(ka, wa, active)
-            attack_loss = self.attack_loss(self.logits(out), y[active])
+            seen = diverse_input(out, 0.9, self.diversity, generator=di_gen) if self.diversity > 0 else out
+            attack_loss = self.attack_loss(self.logits(seen), y[active])
             dist = (ka - k_n[active]).pow(2).flatten(1).sum(1)
             objective = (self.lam * attack_loss - (1 - self.lam) * dist).sum()
             grad_k, grad_w = torch.autograd.grad(objective, [ka, wa])
@@ -273,6 +285,6 @@ class Pasadena(Attack):
             **super().config(), "variant": self.variant, "lam": self.lam, "theta": self.theta, "steps": self.steps,
             "alpha": self.alpha, "kernel_step": self.kernel_step, "weight_step": self.weight_step,
             "loss": self.loss, "refine": self.refine, "confidence": self.confidence,
-            "kernel_size": self.kernel_size, "edges": edges, "denoiser": denoiser, "seed": self.seed,
+            "diversity": self.diversity, "kernel_size": self.kernel_size, "edges": edges, "denoiser": denoiser, "seed": self.seed,
             "labels": "model prediction on the noisy input",
         }

@@ -37,6 +37,9 @@ def register(app: typer.Typer) -> None:
         confidence: Annotated[
             float, typer.Option("--confidence", help="κ: margin to keep past the flip (advkit; quality for transfer).")
         ] = 0.0,
+        diversity: Annotated[
+            float, typer.Option("--diversity", help="DIM transform probability on the attack loss's input (advkit).")
+        ] = 0.0,
         edges: Annotated[str, typer.Option("--edges", help="sobel (multi-scale) or canny.")] = "sobel",
         canny_width: Annotated[int, typer.Option("--canny-width", help="Canny dilation width (3-9).")] = 3,
         gaussian_denoiser: Annotated[
@@ -65,7 +68,8 @@ def register(app: typer.Typer) -> None:
             result = run_attack_denoise(
                 data=data, model=model, out=out, denoiser=denoiser, methods=method, variant=variant, lam=lam,
                 theta=theta, steps=steps, alpha=alpha, kernel_step=kernel_step, loss=loss,
-                refine=refine, confidence=confidence, edges=edges,
+                refine=refine, confidence=confidence,
+                diversity=diversity, edges=edges,
                 canny_width=canny_width, gaussian=gaussian_denoiser, eps=eps, sigma=sigma, transfer_to=transfer_to,
                 per_class=per_class, limit=limit, batch_size=batch_size, save_png=save_png, overwrite=overwrite,
                 device=device_of(opts), seed=opts.seed, on_progress=on_progress,

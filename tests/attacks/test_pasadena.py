@@ -169,6 +169,21 @@ def test_confidence_keeps_a_margin_past_the_flip(setup):
     assert torch.all(d(confident)[both] >= d(plain)[both] - 1e-6)
 
 
+def test_diversity_attacks_a_transformed_view_but_judges_the_plain_image(setup):
+    model, kpn, noisy, _ = setup
+    plain = Pasadena(model, kpn, steps=10, kernel_step=0.05, confidence=2.0).run(noisy)
+    diverse = Pasadena(model, kpn, steps=10, kernel_step=0.05, confidence=2.0, diversity=1.0).run(noisy)
+    assert not torch.equal(plain["adv"], diverse["adv"])  # the loss saw other images
+    with torch.no_grad():
+        logits = model(diverse["adv"])
+    assert torch.equal(logits.argmax(1) != diverse["labels"], diverse["flipped"])
+    attacked = diverse["steps"] > 0
+    done = Pasadena.margin(logits, diverse["labels"]) >= 2.0
+    assert torch.all(done | ~attacked | (diverse["steps"] == 10))  # stopped early only when done
+    again = Pasadena(model, kpn, steps=10, kernel_step=0.05, confidence=2.0, diversity=1.0).run(noisy)
+    assert torch.equal(again["adv"], diverse["adv"])  # seeded
+
+
 def test_bad_arguments(setup):
     model, kpn, _, _ = setup
     with pytest.raises(ValueError, match="variant"):
@@ -183,3 +198,5 @@ def test_bad_arguments(setup):
         Pasadena(model, kpn, confidence=-1)
     with pytest.raises(ValueError, match="confidence"):
         Pasadena(model, kpn, variant="paper", confidence=2)
+    with pytest.raises(ValueError, match="diversity"):
+        Pasadena(model, kpn, diversity=1.5)
