@@ -19,6 +19,22 @@ WIDTH, HEIGHT = 900, 560
 LEFT, RIGHT, TOP, BOTTOM = 70, 190, 40, 60
 
 
+def _style(i: int) -> tuple[tuple[int, int, int], int]:
+    """Series i's colour and marker shape: after the ten colours the shapes change, so no two of
+    up to 30 series look alike."""
+    return PALETTE[i % len(PALETTE)], (i // len(PALETTE)) % 3
+
+
+def _marker(draw: ImageDraw.ImageDraw, u: float, v: float, r: float, color: tuple[int, int, int], shape: int) -> None:
+    """A circle (0), square (1) or triangle (2) of radius r centred at (u, v)."""
+    if shape == 1:
+        draw.rectangle([u - r, v - r, u + r, v + r], fill=color)
+    elif shape == 2:
+        draw.polygon([(u, v - r - 1), (u - r - 1, v + r), (u + r + 1, v + r)], fill=color)
+    else:
+        draw.ellipse([u - r, v - r, u + r, v + r], fill=color)
+
+
 class _Axes:
     """Maps data coordinates to pixels inside the plot frame."""
 
@@ -67,9 +83,9 @@ def _frame(draw: ImageDraw.ImageDraw, axes: _Axes, title: str, xlabel: str, ylab
 def _legend(draw: ImageDraw.ImageDraw, names: Sequence[str]) -> None:
     font = ImageFont.load_default()
     for i, name in enumerate(names):
-        color = PALETTE[i % len(PALETTE)]
+        color, shape = _style(i)
         y = TOP + 6 + 16 * i
-        draw.rectangle([WIDTH - RIGHT + 12, y + 2, WIDTH - RIGHT + 22, y + 10], fill=color)
+        _marker(draw, WIDTH - RIGHT + 17, y + 6, 5, color, shape)
         draw.text((WIDTH - RIGHT + 28, y), name[:26], fill=(0, 0, 0), font=font)
 
 
@@ -95,12 +111,12 @@ def line_plot(
     draw = ImageDraw.Draw(image)
     _frame(draw, axes, title, xlabel, ylabel)
     for i, pts in enumerate(points.values()):
-        color = PALETTE[i % len(PALETTE)]
+        color, shape = _style(i)
         pix = [axes.px(x, y) for x, y in sorted(pts)]
         if len(pix) > 1:
             draw.line(pix, fill=color, width=2)
         for u, v in pix:
-            draw.ellipse([u - 3, v - 3, u + 3, v + 3], fill=color)
+            _marker(draw, u, v, 3 if shape == 0 else 4, color, shape)
     _legend(draw, list(points))
     _save(image, path)
 
@@ -122,9 +138,9 @@ def scatter_plot(
     _frame(draw, axes, title, xlabel, ylabel)
     font = ImageFont.load_default()
     for i, (name, (x, y)) in enumerate(points.items()):
-        color = PALETTE[i % len(PALETTE)]
+        color, shape = _style(i)
         u, v = axes.px(x, y)
-        draw.ellipse([u - 5, v - 5, u + 5, v + 5], fill=color)
+        _marker(draw, u, v, 5, color, shape)
         draw.text((u + 7, v - 6), name, fill=color, font=font)
     _legend(draw, list(points))
     _save(image, path)
