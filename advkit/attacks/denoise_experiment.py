@@ -13,7 +13,7 @@ import torch
 
 from advkit.attacks.denoise_attack import METHODS, image_quality, noisy_inputs, run_method, summarize
 from advkit.attacks.edges import CannyEdges, SobelEdges
-from advkit.attacks.pasadena import LOSSES, VARIANTS, Pasadena
+from advkit.attacks.pasadena import VARIANTS, Pasadena, check_options
 from advkit.data.images import write_png
 from advkit.data.sources import open_source, select_indices
 from advkit.data.store import PairStoreWriter, quantize_delta
@@ -24,8 +24,8 @@ from advkit.utils import atomic_path, parse_float_list, split_list
 
 def run_attack_denoise(
     *, data: str, model: str, out: Path, denoiser: str, methods: str, variant: str, lam: float, theta: float,
-    steps: int | None, alpha: float, kernel_step: float, edges: str,
-    loss: str | None = None, refine: int | None = None, confidence: float = 0.0, diversity: float = 0.0, canny_width: int, gaussian: bool, eps: str,
+    steps: int | None, alpha: float, kernel_step: float, edges: str, canny_width: int, gaussian: bool, eps: str,
+    loss: str | None = None, refine: int | None = None, confidence: float = 0.0, diversity: float = 0.0,
     sigma: float, transfer_to: str | None, per_class: int | None, limit: int | None, batch_size: int,
     save_png: bool, overwrite: bool, device: torch.device, seed: int,
     on_progress: Callable[[int, int], None] | None = None,
@@ -36,14 +36,10 @@ def run_attack_denoise(
             raise UsageError(f"unknown method {m!r}; known: {', '.join(METHODS)}")
     if variant not in VARIANTS:
         raise UsageError(f"unknown --variant {variant!r}; use {' or '.join(VARIANTS)}")
-    if loss is not None and loss not in LOSSES:
-        raise UsageError(f"unknown --loss {loss!r}; use {' or '.join(LOSSES)}")
-    if confidence < 0 or (confidence > 0 and variant == "paper"):
-        raise UsageError(f"--confidence must be >= 0 and needs --variant advkit, got {confidence:g}")
-    if not 0 <= diversity <= 1 or (diversity > 0 and variant == "paper"):
-        raise UsageError(f"--diversity must be in [0, 1] and needs --variant advkit, got {diversity:g}")
-    if refine is not None and refine < 0:
-        raise UsageError(f"--refine must be >= 0, got {refine}")
+    try:
+        check_options(variant, loss, refine, confidence, diversity, prefix="--")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     (eps_value,) = parse_float_list(eps, "eps")[:1]
     if not 0 < eps_value <= 1:
         raise UsageError(f"--eps {eps_value:g} is out of range (0, 1]")

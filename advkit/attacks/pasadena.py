@@ -65,6 +65,21 @@ def add_gaussian_noise(images: torch.Tensor, sigma: float = 0.1, seed: int = 0) 
     return (images + sigma * noise).clamp(0, 1)
 
 
+def check_options(variant: str, loss: str | None, refine: int | None, confidence: float, diversity: float,
+                  *, prefix: str = "") -> None:
+    """Raise ``ValueError`` naming the first bad advkit-variant option (as ``prefix`` + its name)."""
+    if loss is not None and loss not in LOSSES:
+        raise ValueError(f"unknown {prefix}loss {loss!r}; use {' or '.join(LOSSES)}")
+    if refine is not None and refine < 0:
+        raise ValueError(f"{prefix}refine must be >= 0, got {refine}")
+    if confidence < 0 or (confidence > 0 and variant == "paper"):
+        raise ValueError(f"{prefix}confidence must be >= 0 and needs the advkit variant, got {confidence:g} "
+                         f"({variant})")
+    if not 0 <= diversity <= 1 or (diversity > 0 and variant == "paper"):
+        raise ValueError(f"{prefix}diversity must be in [0, 1] and needs the advkit variant, got {diversity:g} "
+                         f"({variant})")
+
+
 class Pasadena(Attack):
     """The adversarial denoise attack.
 
@@ -124,16 +139,9 @@ class Pasadena(Attack):
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
+        check_options(variant, loss, refine, confidence, diversity)
         loss = loss if loss is not None else ("ce" if variant == "paper" else "margin")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         refine = refine if refine is not None else (0 if variant == "paper" else 8)
-        if refine < 0:
-            raise ValueError(f"refine must be >= 0, got {refine}")
-        if confidence < 0 or (confidence > 0 and variant == "paper"):
-            raise ValueError(f"confidence must be >= 0 and needs the advkit variant, got {confidence} ({variant})")
-        if not 0 <= diversity <= 1 or (diversity > 0 and variant == "paper"):
-            raise ValueError(f"diversity must be in [0, 1] and needs the advkit variant, got {diversity} ({variant})")
         self.loss, self.refine, self.confidence = loss, refine, float(confidence)
         self.diversity = float(diversity)
         self.denoiser = denoiser
@@ -285,6 +293,7 @@ class Pasadena(Attack):
             **super().config(), "variant": self.variant, "lam": self.lam, "theta": self.theta, "steps": self.steps,
             "alpha": self.alpha, "kernel_step": self.kernel_step, "weight_step": self.weight_step,
             "loss": self.loss, "refine": self.refine, "confidence": self.confidence,
-            "diversity": self.diversity, "kernel_size": self.kernel_size, "edges": edges, "denoiser": denoiser, "seed": self.seed,
+            "diversity": self.diversity, "kernel_size": self.kernel_size, "edges": edges, "denoiser": denoiser,
+            "seed": self.seed,
             "labels": "model prediction on the noisy input",
         }
