@@ -36,6 +36,24 @@ def test_edges_are_in_unit_range_and_multi_scale(setup):
     assert isinstance(create_edge_model("canny", width=3), CannyEdges)
 
 
+@pytest.mark.parametrize("shape", [(3, 13, 17), (3, 5, 6), (3, 32, 32)])
+def test_sobel_edges_equal_scikit_image(shape):
+    """The torch edges equal skimage's sobel(gaussian(rgb2gray(x), σ, mode="reflect")) / max, also
+    where the Gaussian's radius (8 at σ = 2) exceeds the image."""
+    from skimage import color, filters
+
+    torch.manual_seed(0)
+    x = torch.rand(2, *shape)
+    ours = SobelEdges((0.5, 1.0, 2.0))(x)
+    for b in range(2):
+        grey = color.rgb2gray(x[b].permute(1, 2, 0).numpy().astype(np.float64))
+        for i, sigma in enumerate((0.5, 1.0, 2.0)):
+            ref = filters.sobel(filters.gaussian(grey, sigma=sigma, mode="reflect"))
+            np.testing.assert_allclose(ours[b, i].numpy(), ref / ref.max(), atol=1e-6)
+    flat = SobelEdges()(torch.full((1, 3, 8, 8), 0.5))
+    assert torch.equal(flat, torch.zeros_like(flat))  # no edges: zeros, not NaN
+
+
 def test_gaussian_kernels_sum_to_one():
     k = gaussian_kernels(torch.rand(2, 3, 6, 7), 5, 1.0)
     assert k.shape == (2, 25, 6, 7)
