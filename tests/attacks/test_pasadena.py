@@ -218,3 +218,12 @@ def test_bad_arguments(setup):
         Pasadena(model, kpn, variant="paper", confidence=2)
     with pytest.raises(ValueError, match="diversity"):
         Pasadena(model, kpn, diversity=1.5)
+
+
+@pytest.mark.cuda
+def test_sobel_edges_on_cuda_equal_cpu_and_stay_there():
+    x = torch.rand(3, 3, 32, 32)
+    cpu = SobelEdges()(x)
+    gpu = SobelEdges()(x.cuda())
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-6, rtol=0)
