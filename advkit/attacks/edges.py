@@ -72,9 +72,9 @@ class SobelEdges:
         derivative = torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)
         maps = []
         for s in self.sigmas:
-            g = grey
+            gauss, g = _gaussian_weights(s), grey
             for dim in (1, 2):
-                g = _correlate1d(g, _gaussian_weights(s), dim)
+                g = _correlate1d(g, gauss, dim)
             gy = _correlate1d(_correlate1d(g, derivative, 1), smooth, 2)
             gx = _correlate1d(_correlate1d(g, smooth, 1), derivative, 2)
             mag = torch.sqrt((gx**2 + gy**2) / 2)

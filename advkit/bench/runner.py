@@ -87,12 +87,13 @@ class BenchConfig:
                 raise UsageError(f"{option} must be >= 1, got {value}")
         if self.sweep and self.suite != "pasadena":
             raise UsageError("--sweep belongs to --suite pasadena")
-        for option, values, low, high in (("--sweep-lam", self.sweep_lams, 0.0, 1.0),
-                                          ("--sweep-theta", self.sweep_thetas, -10.0, 10.0),
-                                          ("--sweep-eps", self.sweep_eps, 1e-12, 1.0),
-                                          ("--sweep-confidence", self.sweep_confidences, 0.0, 1e6)):
+        # (option, values, range, whether a sweep needs at least one value)
+        for option, values, low, high, required in (("--sweep-lam", self.sweep_lams, 0.0, 1.0, True),
+                                                    ("--sweep-theta", self.sweep_thetas, -10.0, 10.0, True),
+                                                    ("--sweep-eps", self.sweep_eps, 1e-12, 1.0, True),
+                                                    ("--sweep-confidence", self.sweep_confidences, 0.0, 1e6, False)):
             bad_values = [v for v in values if not low <= v <= high]
-            if bad_values or (self.sweep and not values and option != "--sweep-confidence"):
+            if bad_values or (self.sweep and required and not values):
                 raise UsageError(f"{option} values must lie in [{low:g}, {high:g}], got "
                                  f"{', '.join(f'{v:g}' for v in bad_values) or '(none)'}")
         for e in self.eps:
@@ -408,7 +409,8 @@ def _attack_denoise(config: BenchConfig, model_name: str, out: Path, methods: li
     return run_attack_denoise(
         data=config.data, model=model_name, out=out, denoiser=config.denoiser,  # type: ignore[arg-type]
         methods=",".join(methods), variant="advkit", lam=lam, theta=theta, steps=None, alpha=0.1,
-        kernel_step=0.01, confidence=confidence, edges="sobel", canny_width=3, gaussian=False, eps=repr(eps), sigma=0.1,
+        kernel_step=0.01, confidence=confidence, edges="sobel", canny_width=3, gaussian=False, eps=repr(eps),
+        sigma=0.1,
         transfer_to=",".join(transfer_to or []) or None, **selection, batch_size=config.batch_size,
         save_png=False, overwrite=True, device=device, seed=config.seed, on_progress=on_progress,
     )
@@ -440,7 +442,8 @@ def _run_pasadena(config: BenchConfig, out: Path, device: torch.device,
 
 
 def sweep_points(config: BenchConfig) -> list[tuple[str, dict[str, float]]]:
-    """The sweep's runs: Pasadena at every (λ, θ) and every κ, each ε-bounded method of ``methods`` at every ε."""
+    """The sweep's runs: Pasadena at every (λ, θ) and every κ, each ε-bounded method of ``methods`` at
+    every ε."""
     from advkit.attacks.denoise_attack import METHODS
 
     points: list[tuple[str, dict[str, float]]] = []

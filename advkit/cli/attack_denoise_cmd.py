@@ -67,9 +67,8 @@ def register(app: typer.Typer) -> None:
         with progress_bar(opts, "attack-denoise", unit="img") as on_progress:
             result = run_attack_denoise(
                 data=data, model=model, out=out, denoiser=denoiser, methods=method, variant=variant, lam=lam,
-                theta=theta, steps=steps, alpha=alpha, kernel_step=kernel_step, loss=loss,
-                refine=refine, confidence=confidence,
-                diversity=diversity, edges=edges,
+                theta=theta, steps=steps, alpha=alpha, kernel_step=kernel_step, loss=loss, refine=refine,
+                confidence=confidence, diversity=diversity, edges=edges,
                 canny_width=canny_width, gaussian=gaussian_denoiser, eps=eps, sigma=sigma, transfer_to=transfer_to,
                 per_class=per_class, limit=limit, batch_size=batch_size, save_png=save_png, overwrite=overwrite,
                 device=device_of(opts), seed=opts.seed, on_progress=on_progress,
