@@ -159,8 +159,11 @@ def _cached_cell(out: Path, key: str, compute: Callable[[], Any]) -> tuple[Any, 
 
 
 # Cells are keyed by what they depend on (model, defense, mode, radius, sweep point), so a run may
-# add defenses, modes or sweep points to a folder; every other setting changes what a cell holds.
-_CELL_INDEPENDENT = ("defenses", "modes", "sweep", "sweep_lams", "sweep_thetas", "sweep_eps", "sweep_confidences")
+# add defenses, modes, radii or sweep points to a folder; every other setting changes what a cell
+# holds. Radii are the exception for the oblivious mode only: its PGD store in OUT/adv is made for
+# one list of radii, which `_advfilter_store` checks.
+_CELL_INDEPENDENT = ("defenses", "modes", "eps", "sweep", "sweep_lams", "sweep_thetas", "sweep_eps",
+                     "sweep_confidences")
 
 
 def _check_resume(out: Path, config: BenchConfig) -> None:
@@ -299,11 +302,25 @@ def _advfilter_store(config: BenchConfig, model_name: str, classifier: torch.nn.
     indices = select_images(source.labels(), config.n)
     attack = PGD(classifier, steps=config.steps, seed=config.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
+    made_for = _store_radii(path) or _store_radii(partial_path(path))
+    if made_for is not None and any(not robustness.same_radius(np.asarray(made_for), e).any() for e in config.eps):
+        raise UsageError(f"{out} holds an oblivious store made for eps {','.join(f'{e:g}' for e in made_for)}; "
+                         "use those radii (or a subset), another --out, or --overwrite")
     if not path.exists():
         generate_pairs(source=source, indices=indices, attack=attack, eps=config.eps, out=path, model=classifier,
                        model_id=classifier.identity, seed=config.seed, batch_size=config.batch_size,
                        device=device, resume=partial_path(path).exists(), on_progress=progress.follow())
     return path
+
+
+def _store_radii(path: Path) -> list[float] | None:
+    """The radii a (complete or partial) bench store was made for, or None when there is none."""
+    if not path.exists():
+        return None
+    from advkit.data.store import PairStore
+
+    with PairStore(path) as store:
+        return store.eps_grid()
 
 
 def _run_advfilter(config: BenchConfig, out: Path, device: torch.device,

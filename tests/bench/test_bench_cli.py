@@ -96,6 +96,32 @@ def test_bench_resumes_from_its_cells(bench_run, filt_ckpt, cifar_test_npz):
     assert "steps" in result.stderr
 
 
+def test_bench_adaptive_run_widens_the_radii(bench_run, filt_ckpt, cifar_test_npz):
+    out, report, _ = bench_run
+    defenses = ["--defense", f"none,{filt_ckpt},bitdepth"]
+    # Adaptive cells are keyed per radius: a run adding one reuses the others and computes only it.
+    args = [a if a != "1e-3,1e-2,3e-2" else "3e-3,1e-2" for a in ARGS]
+    result = run("--json", "bench", "--data", str(cifar_test_npz), *defenses, "--mode", "adaptive", *args,
+                 "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    wider = json.loads(result.stdout)["adaptive"]["resnet20"]
+    for name, entry in report["adaptive"]["resnet20"].items():
+        radii = [c["eps"] for c in wider[name]["per_eps"]]
+        assert radii == [0.0, pytest.approx(3e-3), 1e-2]
+        # The clean and 1e-2 cells are the first run's; 3e-3 lies between 1e-3's and 3e-2's accuracy
+        # (up to a few images: PGD is not monotone in the radius on 20 images).
+        assert wider[name]["per_eps"][0] == entry["per_eps"][0]
+        assert wider[name]["per_eps"][2] == entry["per_eps"][2]
+        assert wider[name]["sanity"] == entry["sanity"]
+        acc = [c["accuracy"] for c in entry["per_eps"]]
+        assert acc[3] - 0.1 <= wider[name]["per_eps"][1]["accuracy"] <= acc[1] + 0.1
+    # The oblivious store in OUT was made for the first radii: another radius is refused in one line.
+    result = run("bench", "--data", str(cifar_test_npz), "--defense", "none", "--mode", "oblivious", *args,
+                 "--out", str(out))
+    assert result.exit_code != 0 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error:") and "made for eps 0.001,0.01,0.03" in result.stderr
+
+
 def test_bench_bad_input_is_one_line(cifar_test_npz, weights_dir, tmp_path):
     cases = [
         (["--model", "resnet999", "--data", str(cifar_test_npz)], "resnet999"),
