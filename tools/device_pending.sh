@@ -74,11 +74,11 @@ step gen_adv_60k 90 $ADVKIT gen-adv --data "$CARRY/data/cifar10_test.npz" --limi
     --eps-grid advfilter --precision fp32 --out /tmp/train60k.h5 --overwrite "${E2E[@]}"
 # 7. Pasadena's cost against MI-FGSM-10 (#8)
 step pasadena_cost 60 python3 -m benchmarks.pasadena --device "$DEVICE" "${PAS[@]}" --json "$OUT/pasadena.json"
-# 6. the adaptive bench over the whole grid with PGD-40 (#9); ART's JPEG, smoothing and TVM run on
+# 6. the adaptive bench over the whole grid with PGD-40 (#9); ART's JPEG and TVM run on
 #    the host per image and per step, too slow for this call: their rows stay the CPU runs'
 for m in "${MODELS[@]}"; do
   step "bench_adaptive_$m" 200 $ADVKIT bench --model "$m" --data "$CARRY/data/cifar10_test.npz" --mode adaptive \
-      --defense none,advfilter,pafilt,bitdepth "${BENCH[@]}" --out "/tmp/bench/$m"
+      --defense none,advfilter,pafilt,smoothing,bitdepth "${BENCH[@]}" --out "/tmp/bench/$m"
 done
 [ -d /tmp/bench ] && tar -czf "$OUT/bench.tgz" -C /tmp bench
 echo "=== done after $(($(date +%s) - START)) s" >> "$LOG"

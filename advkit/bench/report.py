@@ -81,8 +81,9 @@ def markdown(report: dict[str, Any]) -> str:
               f"seed {cfg['seed']}; wall time of this invocation {report['wall_time_s']:.0f} s; advkit {report['versions']['advkit']}.", ""]
     titles = {
         "oblivious": f"Oblivious: PGD-{cfg['steps']} on the bare classifier, then the defense. Accuracy (%).",
-        "adaptive": (f"Adaptive: PGD-{cfg['adaptive_steps']} through defense ∘ classifier (BPDA for "
-                     f"non-differentiable defenses). Accuracy (%). Sanity: accuracy under unbounded PGD-"
+        "adaptive": (f"Adaptive: PGD-{cfg['adaptive_steps']} through defense ∘ classifier (exact gradients, "
+                     f"or BPDA where a defense is not differentiable: the gradient column says which "
+                     f"stand-in). Accuracy (%). Sanity: accuracy under unbounded PGD-"
                      f"{cfg['sanity_steps']} (eps = 1); 'gradient masked' means the attack could not follow "
                      "the gradient and the row is not a robustness bound."),
     }

@@ -2,9 +2,10 @@
 
 - **Oblivious** (the papers' protocol): PGD attacks the bare classifier (the pair store made by
   ``gen-adv``, or one given with ``--adv``); each defense then denoises the adversarial images.
-- **Adaptive**: PGD attacks the whole pipeline ``classifier(defense(x))``. AdvFilter is
-  differentiable (gradients flow through the kernel-filter op); the classical defenses use BPDA
-  (identity backward). A sanity check runs PGD with an unbounded radius (eps = 1): if accuracy
+- **Adaptive**: PGD attacks the whole pipeline ``classifier(defense(x))``. AdvFilter and median
+  smoothing are differentiable (gradients flow through the kernel-filter op, or to each window's
+  median); JPEG uses BPDA through a differentiable JPEG approximation, bit-depth reduction and TV
+  minimization BPDA with the identity backward. A sanity check runs PGD with an unbounded radius (eps = 1): if accuracy
   does not fall to about 0, the gradient is masked and the adaptive numbers are not an upper
   bound on robustness — the report says so.
 """

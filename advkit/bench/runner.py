@@ -385,22 +385,33 @@ def _clean_from_source(config: BenchConfig, model_name: str) -> tuple[torch.Tens
     return images, torch.from_numpy(np.asarray(source.labels())[indices].astype(np.int64))
 
 
+def _adaptive_key(defense: str, gradient: str) -> str:
+    """The cell-key name of ``defense`` in adaptive mode. A defense attacked through a stand-in
+    gradient is keyed by it too, so a folder made when it had another (JPEG had the identity) is
+    not read as this attack's; exact and identity-BPDA defenses keep their bare name."""
+    if gradient in ("exact", "BPDA"):
+        return defense
+    return f"{defense}~{re.sub(r'[^a-z0-9]+', '-', gradient.lower()).strip('-')}"
+
+
 def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module, images: torch.Tensor,
               labels: torch.Tensor, defense: Callable[[str], torch.nn.Module], out: Path, device: torch.device,
               progress: _Progress) -> dict[str, Any]:
     """PGD through each defense ∘ classifier at every radius, plus the unbounded sanity check."""
-    from advkit.defenses import is_differentiable
+    from advkit.defenses import gradient_kind
 
     results: dict[str, Any] = {}
     for name in config.defenses:
         d = defense(name)
-        entry: dict[str, Any] = {"per_eps": [], "gradient": "exact" if is_differentiable(d) else "BPDA"}
+        gradient = gradient_kind(d)
+        key = _adaptive_key(name, gradient)
+        entry: dict[str, Any] = {"per_eps": [], "gradient": gradient}
         k = min(config.sanity_n, len(images))
         # (key, radius, images, steps); eps = 1 is the unbounded sanity check
         runs = [(f"eps={eps:g}", eps, images, labels, config.adaptive_steps) for eps in [0.0, *config.eps]]
         runs.append(("sanity", 1.0, images[:k], labels[:k], config.sanity_steps))
         for suffix, eps, x, y, steps in runs:
-            cell, fresh = _cached_cell(out, f"adaptive/{model_name}/{name}/{suffix}", lambda: robustness.adaptive_cell(
+            cell, fresh = _cached_cell(out, f"adaptive/{model_name}/{key}/{suffix}", lambda: robustness.adaptive_cell(
                 d, classifier, x, y, eps, steps=steps, seed=config.seed, batch_size=config.batch_size,
                 device=device, on_progress=progress.advance))
             if not fresh:

@@ -43,12 +43,19 @@ def is_differentiable(defense: nn.Module) -> bool:
     return bool(getattr(defense, "differentiable", True))
 
 
+def gradient_kind(defense: nn.Module) -> str:
+    """How an adaptive attack differentiates ``defense``: ``exact``, ``BPDA`` (identity backward)
+    or ``BPDA (<stand-in>)`` (the gradient of a differentiable approximation)."""
+    return str(getattr(defense, "gradient", "exact" if is_differentiable(defense) else "BPDA"))
+
+
 __all__ = [
     "CLASSICAL_DEFENSES",
     "AdvFilter",
     "DefendedClassifier",
     "create_defense",
     "evaluate_on_store",
+    "gradient_kind",
     "is_differentiable",
     "recovered_fraction",
     "store_rows",

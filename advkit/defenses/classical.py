@@ -1,36 +1,58 @@
-"""Classical input-transformation baselines (ART's implementations) behind one interface.
+"""Classical input-transformation baselines behind one interface.
 
-Each is an ``nn.Module`` on [0, 1] NCHW float tensors. They are not differentiable, so when a
-gradient is asked for they use BPDA (Athalye et al., 2018): the forward pass applies the
-transformation, the backward pass is the identity. ``differentiable = False`` marks them so an
-adaptive evaluation reports that it used BPDA.
+Each is an ``nn.Module`` on [0, 1] NCHW float tensors. JPEG, bit-depth reduction and TV
+minimization are ART's implementations and not differentiable, so when a gradient is asked for
+they use BPDA (Athalye et al., 2018): the forward pass applies the transformation, the backward
+pass is the gradient of a differentiable stand-in — for JPEG `differentiable_jpeg`, for the others
+the identity. ``differentiable = False`` marks them and ``gradient`` names the stand-in, so an
+adaptive evaluation reports what it used. Median smoothing is computed in torch (equal to ART's
+``SpatialSmoothing``) and differentiates exactly: the gradient goes to each window's median pixel.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from advkit.defenses.jpeg_approx import differentiable_jpeg
+
 
 class _BPDA(torch.autograd.Function):
+    """Forward: the defense's transform; backward: the vector-Jacobian product of its stand-in."""
+
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, module: ARTInputDefense) -> torch.Tensor:  # noqa: ANN401
+        ctx.module = module
+        ctx.save_for_backward(x)
         return module.transform(x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN401
-        return grad, None
+        if ctx.module.stand_in is None:
+            return grad, None
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad_x,) = torch.autograd.grad(ctx.module.stand_in(x), x, grad)
+        return grad_x, None
 
 
 class ARTInputDefense(nn.Module):
-    """A numpy preprocessor from ART applied to torch batches, with BPDA gradients."""
+    """A numpy preprocessor from ART applied to torch batches, with BPDA gradients.
+
+    ``stand_in``: the differentiable approximation whose gradient BPDA uses (None: the identity);
+    ``gradient``: its name in reports.
+    """
 
     differentiable = False
+    gradient = "BPDA"
     name = "art"
+    stand_in: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __init__(self, preprocessor: Any, **config: Any) -> None:
         super().__init__()
@@ -53,28 +75,59 @@ class ARTInputDefense(nn.Module):
 
 
 class JPEGDefense(ARTInputDefense):
-    """JPEG compression at ``quality`` (ART ``JpegCompression``)."""
+    """JPEG compression at ``quality`` (ART ``JpegCompression``); BPDA through `differentiable_jpeg`."""
 
     name = "jpeg"
+    gradient = "BPDA (JPEG approx.)"
 
     def __init__(self, quality: int = 75) -> None:
         from art.defences.preprocessor import JpegCompression
 
         super().__init__(JpegCompression(clip_values=(0.0, 1.0), quality=quality, channels_first=True), quality=quality)
+        self.quality = quality
+
+    def stand_in(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return differentiable_jpeg(x, self.quality)
 
 
-class SmoothingDefense(ARTInputDefense):
-    """Median filtering over ``window_size``² windows (ART ``SpatialSmoothing``)."""
+class SmoothingDefense(nn.Module):
+    """Median filtering over ``window_size``² windows per channel, in torch.
+
+    Equal to ART's ``SpatialSmoothing`` (SciPy's ``median_filter``, borders mirrored with the edge
+    pixel repeated) and differentiable: each output pixel's gradient goes to its window's median.
+    ``window_size`` is odd, so the median is one of the window's pixels.
+    """
 
     name = "smoothing"
+    differentiable = True
+    gradient = "exact"
 
     def __init__(self, window_size: int = 3) -> None:
-        from art.defences.preprocessor import SpatialSmoothing
+        super().__init__()
+        if window_size < 1 or window_size % 2 == 0:
+            raise ValueError(f"smoothing: window_size must be odd and >= 1, got {window_size}")
+        self.window_size = window_size
+        self.config = {"name": self.name, "window_size": window_size}
 
-        super().__init__(
-            SpatialSmoothing(window_size=window_size, channels_first=True, clip_values=(0.0, 1.0)),
-            window_size=window_size,
-        )
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"{self.name}: expected images (B, 3, H, W), got {tuple(images.shape)}")
+        r = self.window_size // 2
+        if r == 0:
+            return images
+        x = _mirror_pad(_mirror_pad(images, r, dim=-1), r, dim=-2)
+        windows = x.unfold(-2, self.window_size, 1).unfold(-2, self.window_size, 1)  # (B, C, H, W, k, k)
+        return windows.flatten(-2).median(dim=-1).values
+
+
+def _mirror_pad(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """SciPy's ``mode='reflect'`` along ``dim``: (c b a | a b c | c b a), any r <= the size."""
+    n = x.shape[dim]
+    if r > n:
+        raise ValueError(f"smoothing: a window of {2 * r + 1} needs images of at least {r} pixels per side")
+    head = x.narrow(dim, 0, r).flip(dim)
+    tail = x.narrow(dim, n - r, r).flip(dim)
+    return torch.cat([head, x, tail], dim=dim)
 
 
 class BitDepthDefense(ARTInputDefense):

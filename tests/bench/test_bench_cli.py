@@ -195,3 +195,13 @@ def test_bench_pasadena_sweep(cifar_test_npz, weights_dir, tmp_path):
     bad = run("bench", "--suite", "pasadena", "--model", "resnet20", "--data", str(cifar_test_npz), "--sweep",
               "--sweep-lam", "1.5", "--out", str(tmp_path / "bad"))
     assert bad.exit_code != 0 and bad.stderr.strip().startswith("error:") and "--sweep-lam" in bad.stderr
+
+
+def test_adaptive_cells_of_a_stand_in_gradient_are_keyed_by_it():
+    from advkit.bench.runner import _adaptive_key
+    from advkit.defenses import create_defense, gradient_kind
+
+    assert _adaptive_key("jpeg", gradient_kind(create_defense("jpeg"))) == "jpeg~bpda-jpeg-approx"
+    # exact and identity-BPDA defenses keep the bare name, so their earlier cells stay valid
+    assert _adaptive_key("bitdepth", gradient_kind(create_defense("bitdepth"))) == "bitdepth"
+    assert _adaptive_key("smoothing", gradient_kind(create_defense("smoothing"))) == "smoothing"

@@ -82,11 +82,11 @@ def test_create_defense_shares_one_interface(name):
     with torch.no_grad():
         y = d(x)
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
-    assert is_differentiable(d) == (name not in ("jpeg", "smoothing", "bitdepth", "tvm"))
+    assert is_differentiable(d) == (name not in ("jpeg", "bitdepth", "tvm"))
 
 
 def test_bpda_gradient_is_identity():
-    d = create_defense("jpeg")
+    d = create_defense("bitdepth")
     x = torch.rand(1, 3, 32, 32, requires_grad=True)
     g = torch.randn(1, 3, 32, 32)
     d(x).backward(g)

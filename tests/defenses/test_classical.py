@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from advkit.defenses import create_defense, gradient_kind
+from advkit.defenses.jpeg_approx import differentiable_jpeg, quantization_table, soft_round
+
+
+@pytest.fixture(scope="module")
+def cifar_200(cifar_test_npz):
+    with np.load(cifar_test_npz) as z:
+        return torch.from_numpy(z["x"][:200]).permute(0, 3, 1, 2).float().div(255)
+
+
+# ---- median smoothing -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_smoothing_equals_art(cifar_200, window):
+    from art.defences.preprocessor import SpatialSmoothing
+
+    art = SpatialSmoothing(window_size=window, channels_first=True, clip_values=(0.0, 1.0))
+    for x in (cifar_200[:50], torch.rand(2, 3, 17, 23, generator=torch.Generator().manual_seed(0))):
+        expected, _ = art(x.numpy())
+        assert torch.equal(create_defense("smoothing", window_size=window)(x), torch.from_numpy(expected))
+
+
+def test_smoothing_gradient_goes_to_each_windows_median():
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    d = create_defense("smoothing")
+    assert gradient_kind(d) == "exact"
+    out = d(x)
+    out.backward(torch.ones_like(out))
+    # each output pixel sends its unit gradient to exactly one input pixel, its window's median
+    assert x.grad.sum().item() == out.numel() and (x.grad >= 0).all()
+    picked = (x.grad > 0).flatten(2)
+    values = x.detach().flatten(2)
+    assert all(set(values[b, c][picked[b, c]].tolist()) <= set(out.detach()[b, c].flatten().tolist())
+               for b in range(2) for c in range(3))
+
+
+def test_smoothing_rejects_bad_windows_and_shapes():
+    with pytest.raises(ValueError, match="odd"):
+        create_defense("smoothing", window_size=4)
+    with pytest.raises(ValueError, match="at least"):
+        create_defense("smoothing", window_size=9)(torch.rand(1, 3, 3, 3))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        create_defense("smoothing")(torch.rand(3, 8, 8))
+
+
+# ---- the differentiable JPEG approximation ----------------------------------------------------
+
+
+def test_quantization_tables_follow_libjpeg_scaling():
+    assert quantization_table(50)[0, 0] == 16 and quantization_table(50, chroma=True)[7, 7] == 99
+    assert quantization_table(75)[0, 0] == 8  # (16 * 50 + 50) // 100
+    assert quantization_table(10)[0, 0] == 80  # scale 500
+    assert quantization_table(100).max() == 1 and quantization_table(1).max() == 255
+    with pytest.raises(ValueError, match="1..100"):
+        quantization_table(0)
+
+
+def test_soft_round_is_near_round_with_a_gradient():
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64, requires_grad=True)
+    y = soft_round(x)
+    assert (y - torch.round(x)).abs().max() <= 0.125 + 1e-12
+    y.sum().backward()
+    assert (x.grad > 0).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("quality", [50, 75, 95])
+def test_differentiable_jpeg_is_near_pillows_jpeg(cifar_200, quality):
+    """Within 1.5/255 of ART's (Pillow's) JPEG on average and at most half as far as the identity
+    (quality 75: 1.2/255 against 5.0/255; at 95 both shrink to the 8-bit rounding's level)."""
+    real = create_defense("jpeg", quality=quality)(cifar_200)
+    approx = differentiable_jpeg(cifar_200, quality)
+    error = (approx - real).abs().mean().item() * 255
+    identity = (cifar_200 - real).abs().mean().item() * 255
+    assert error < 1.5 and error < identity / 2, (error, identity)
+
+
+def test_differentiable_jpeg_shapes_dtypes_and_gradients():
+    x = torch.rand(2, 3, 21, 13, dtype=torch.float64)
+    y = differentiable_jpeg(x)
+    assert y.shape == x.shape and y.dtype == torch.float64 and 0 <= y.min() and y.max() <= 1
+    small = (0.3 + 0.4 * torch.rand(1, 3, 16, 16, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(differentiable_jpeg, (small,), fast_mode=True)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        differentiable_jpeg(torch.rand(1, 1, 8, 8))
+
+
+def test_jpeg_bpda_backward_is_the_approximations_gradient():
+    d = create_defense("jpeg")
+    assert gradient_kind(d) == "BPDA (JPEG approx.)"
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    g = torch.randn(2, 3, 32, 32)
+    d(x).backward(g)
+    xx = x.detach().requires_grad_(True)
+    (expected,) = torch.autograd.grad(differentiable_jpeg(xx), xx, g)
+    assert torch.allclose(x.grad, expected)
+
+
+def test_pgd_through_the_approximation_beats_the_identity(cifar_first_100, weights_dir):
+    """The point of the stand-in: PGD through JPEG leaves fewer images correct than with BPDA's identity."""
+    from advkit.attacks import PGD
+    from advkit.defenses import DefendedClassifier
+    from advkit.defenses.classical import JPEGDefense
+    from advkit.models import create_classifier
+
+    class IdentityBPDAJPEG(JPEGDefense):
+        gradient = "BPDA"
+        stand_in = None
+
+    x, y = cifar_first_100
+    x, y = x[:50], y[:50]
+    model = create_classifier("resnet20").eval()
+    accuracy = {}
+    for name, jpeg in (("identity", IdentityBPDAJPEG()), ("approx", JPEGDefense())):
+        pipeline = DefendedClassifier(jpeg, model).eval()
+        adv = PGD(pipeline, eps=1e-2, steps=10, seed=0)(x, y)
+        with torch.no_grad():
+            accuracy[name] = (pipeline(adv).argmax(1) == y).float().mean().item()
+    assert accuracy["approx"] <= accuracy["identity"] - 0.15, accuracy
