@@ -123,3 +123,18 @@ def test_pgd_through_the_approximation_beats_the_identity(cifar_first_100, weigh
         with torch.no_grad():
             accuracy[name] = (pipeline(adv).argmax(1) == y).float().mean().item()
     assert accuracy["approx"] <= accuracy["identity"] - 0.15, accuracy
+
+
+def test_bitdepth_ignores_perturbations_below_half_an_8bit_level(cifar_200):
+    """4-bit squeezing of 8-bit images: its thresholds (k + 1/2)/15 lie at least 0.5/255 from every
+    multiple of 1/255, so no L∞ perturbation below 0.5/255 changes its output — its adaptive row
+    equals its clean accuracy at radii up to 1e-3 by construction, not by gradient masking."""
+    d = create_defense("bitdepth")
+    generator = torch.Generator().manual_seed(0)
+    clean = d(cifar_200)
+    for radius in (1e-4, 1e-3, 0.49 / 255):
+        delta = (torch.rand(cifar_200.shape, generator=generator) * 2 - 1) * radius
+        corners = torch.sign(delta) * radius  # the L∞ ball's vertices, where PGD ends up
+        for x in (cifar_200 + delta, cifar_200 + corners):
+            assert torch.equal(d(x.clamp(0, 1)), clean)
+    assert not torch.equal(d((cifar_200 + 0.51 / 255).clamp(0, 1)), clean)
