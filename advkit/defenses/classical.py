@@ -75,16 +75,37 @@ class ARTInputDefense(nn.Module):
 
 
 class JPEGDefense(ARTInputDefense):
-    """JPEG compression at ``quality`` (ART ``JpegCompression``); BPDA through `differentiable_jpeg`."""
+    """JPEG compression at ``quality`` (ART ``JpegCompression``, i.e. Pillow); BPDA through
+    `differentiable_jpeg`.
+
+    The image goes to the codec as 8-bit levels rounded to the nearest (``rounding="nearest"``),
+    as saving it would. ART's own conversion truncates (``rounding="truncate"``): then a step of
+    −1e-4 drops a pixel a whole level, and an attack at any radius below 1/255 buys a one-sided
+    1/255 perturbation — on CIFAR-10 (resnet20, adaptive PGD-20) that took JPEG from 80 % to 63 %
+    already at 1e-4, where with rounding no perturbation below 0.5/255 changes its output at all.
+    """
 
     name = "jpeg"
     gradient = "BPDA (JPEG approx.)"
 
-    def __init__(self, quality: int = 75) -> None:
+    def __init__(self, quality: int = 75, rounding: str = "nearest") -> None:
         from art.defences.preprocessor import JpegCompression
 
-        super().__init__(JpegCompression(clip_values=(0.0, 1.0), quality=quality, channels_first=True), quality=quality)
+        if rounding not in ("nearest", "truncate"):
+            raise ValueError(f"jpeg: rounding must be 'nearest' or 'truncate', got {rounding!r}")
+        # Given 0..255 values ART casts them to uint8 as they are, so rounding them first decides.
+        super().__init__(JpegCompression(clip_values=(0.0, 255.0), quality=quality, channels_first=True),
+                         quality=quality, rounding=rounding)
         self.quality = quality
+        self.rounding = rounding
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        levels = x.detach().float().clamp(0, 1) * 255
+        levels = levels.round() if self.rounding == "nearest" else levels.floor()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out, _ = self.preprocessor(levels.cpu().numpy())
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32) / 255).to(x.device, x.dtype)
 
     def stand_in(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return differentiable_jpeg(x, self.quality)

@@ -50,6 +50,43 @@ def test_smoothing_rejects_bad_windows_and_shapes():
         create_defense("smoothing")(torch.rand(3, 8, 8))
 
 
+# ---- JPEG ----------------------------------------------------------------------------------------
+
+
+def test_jpeg_is_pillows_jpeg_of_the_rounded_8bit_image(cifar_200):
+    import io
+
+    from PIL import Image
+
+    x = (cifar_200[:20] + 0.3 / 255).clamp(0, 1)  # off the 8-bit levels, so rounding matters
+    out = create_defense("jpeg")(x)
+    levels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for image, got in zip(levels, out):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="jpeg", quality=75)
+        expected = torch.from_numpy(np.array(Image.open(buffer))).permute(2, 0, 1).float() / 255
+        assert torch.equal(got, expected)
+
+
+def test_jpeg_truncate_is_arts_own_conversion(cifar_200):
+    from art.defences.preprocessor import JpegCompression
+
+    x = (cifar_200[:20] - 0.3 / 255).clamp(0, 1)
+    expected, _ = JpegCompression(clip_values=(0.0, 1.0), quality=75, channels_first=True)(x.numpy())
+    assert torch.equal(create_defense("jpeg", rounding="truncate")(x), torch.from_numpy(expected))
+    with pytest.raises(ValueError, match="rounding"):
+        create_defense("jpeg", rounding="up")
+
+
+def test_jpeg_ignores_perturbations_below_half_an_8bit_level_unless_truncating(cifar_200):
+    x = cifar_200[:50]
+    down = (x - 1e-4).clamp(0, 1)
+    rounded = create_defense("jpeg")
+    assert torch.equal(rounded(down), rounded(x)) and torch.equal(rounded((x + 0.49 / 255).clamp(0, 1)), rounded(x))
+    truncated = create_defense("jpeg", rounding="truncate")
+    assert not torch.equal(truncated(down), truncated(x))  # −1e-4 drops every nonzero pixel a level
+
+
 # ---- the differentiable JPEG approximation ----------------------------------------------------
 
 
