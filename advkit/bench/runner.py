@@ -302,10 +302,7 @@ def _advfilter_store(config: BenchConfig, model_name: str, classifier: torch.nn.
     indices = select_images(source.labels(), config.n)
     attack = PGD(classifier, steps=config.steps, seed=config.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    made_for = _store_radii(path) or _store_radii(partial_path(path))
-    if made_for is not None and any(not robustness.same_radius(np.asarray(made_for), e).any() for e in config.eps):
-        raise UsageError(f"{out} holds an oblivious store made for eps {','.join(f'{e:g}' for e in made_for)}; "
-                         "use those radii (or a subset), another --out, or --overwrite")
+    _check_store_radii(next((p for p in (path, partial_path(path)) if p.exists()), None), config.eps, out)
     if not path.exists():
         generate_pairs(source=source, indices=indices, attack=attack, eps=config.eps, out=path, model=classifier,
                        model_id=classifier.identity, seed=config.seed, batch_size=config.batch_size,
@@ -313,14 +310,17 @@ def _advfilter_store(config: BenchConfig, model_name: str, classifier: torch.nn.
     return path
 
 
-def _store_radii(path: Path) -> list[float] | None:
-    """The radii a (complete or partial) bench store was made for, or None when there is none."""
-    if not path.exists():
-        return None
+def _check_store_radii(path: Path | None, eps: list[float], out: Path) -> None:
+    """Refuse radii that the (complete or partial) bench store at ``path`` was not made for."""
+    if path is None:
+        return
     from advkit.data.store import PairStore
 
     with PairStore(path) as store:
-        return store.eps_grid()
+        if robustness.missing_radii(store, eps):
+            made_for = ",".join(f"{e:g}" for e in store.eps_grid())
+            raise UsageError(f"{out} holds an oblivious store made for eps {made_for}; "
+                             "use those radii (or a subset), another --out, or --overwrite")
 
 
 def _run_advfilter(config: BenchConfig, out: Path, device: torch.device,

@@ -28,7 +28,8 @@ class _BPDA(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, module: ARTInputDefense) -> torch.Tensor:  # noqa: ANN401
         ctx.module = module
-        ctx.save_for_backward(x)
+        if module.stand_in is not None:  # the identity backward needs no input
+            ctx.save_for_backward(x)
         return module.transform(x)
 
     @staticmethod
@@ -59,12 +60,20 @@ class ARTInputDefense(nn.Module):
         self.preprocessor = preprocessor
         self.config = {"name": self.name, **config}
 
+    # The value range the preprocessor is given and returns: 1 for [0, 1] floats, 255 for 8-bit levels.
+    art_scale = 1.0
+
+    def to_art(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (float, [0, 1]) as the preprocessor takes it, in [0, ``art_scale``]."""
+        return x
+
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        x_np = x.detach().float().cpu().numpy()
+        x_np = self.to_art(x.detach().float()).cpu().numpy()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out, _ = self.preprocessor(x_np)
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(x.device, x.dtype).clamp(0, 1)
+        out = np.ascontiguousarray(out, dtype=np.float32) / np.float32(self.art_scale)
+        return torch.from_numpy(out).to(x.device, x.dtype).clamp(0, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
@@ -99,13 +108,11 @@ class JPEGDefense(ARTInputDefense):
         self.quality = quality
         self.rounding = rounding
 
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        levels = x.detach().float().clamp(0, 1) * 255
-        levels = levels.round() if self.rounding == "nearest" else levels.floor()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out, _ = self.preprocessor(levels.cpu().numpy())
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32) / 255).to(x.device, x.dtype)
+    art_scale = 255.0
+
+    def to_art(self, x: torch.Tensor) -> torch.Tensor:
+        levels = x.clamp(0, 1) * 255
+        return levels.round() if self.rounding == "nearest" else levels.floor()
 
     def stand_in(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return differentiable_jpeg(x, self.quality)
