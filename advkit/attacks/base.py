@@ -41,6 +41,7 @@ class Attack(nn.Module):
     """
 
     name = "attack"
+    eps: float | None = None  # the default L∞ radius of the attacks that have one
 
     def __init__(self, model: nn.Module, *, precision: str = "fp32", channels_last: bool = False) -> None:
         super().__init__()
@@ -75,6 +76,21 @@ class Attack(nn.Module):
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
         return labels
+
+    def prepare(
+        self, images: torch.Tensor, labels: torch.Tensor | None, eps: float | torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The checked start of every L∞ attack's ``forward``: (x0, labels, eps).
+
+        x0: ``images`` detached as float32 (B, C, H, W); labels: (B,) int64, the model's predictions
+        where ``labels`` is None; eps: (B, 1, 1, 1) float32, ``self.eps`` where ``eps`` is None.
+        """
+        check_images(images)
+        x0 = images.detach().float()
+        radius = self.eps if eps is None else eps
+        if radius is None:
+            raise ValueError(f"{self.name}: no eps given and the attack has no default radius")
+        return x0, self.resolve_labels(x0, labels), as_eps_tensor(radius, x0.shape[0], x0)
 
     def config(self) -> dict[str, Any]:
         """The attack's full configuration, as recorded in stores and results (JSON-able)."""

@@ -7,13 +7,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, as_eps_tensor, check_images
+from advkit.attacks.base import Attack
 
 
 class FGSM(Attack):
     """One signed-gradient step of size eps on the cross-entropy, clipped to [0, 1].
 
     ``forward(images, labels, eps=None)``: eps a scalar or (B,) tensor.
+
+    Subclasses change the step through ``transform_gradient`` (TI-FGSM's smoothing, applied before
+    the sign).
     """
 
     name = "fgsm"
@@ -22,6 +25,10 @@ class FGSM(Attack):
         super().__init__(model, **kwargs)
         self.eps = eps
 
+    def transform_gradient(self, grad: torch.Tensor) -> torch.Tensor:
+        """The raw input gradient before its sign is taken (identity here)."""
+        return grad
+
     def forward(
         self,
         images: torch.Tensor,
@@ -29,12 +36,9 @@ class FGSM(Attack):
         eps: float | torch.Tensor | None = None,
         init: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        check_images(images)
-        x0 = images.detach().float()
-        labels = self.resolve_labels(x0, labels)
-        eps_t = as_eps_tensor(self.eps if eps is None else eps, x0.shape[0], x0)
+        x0, labels, eps_t = self.prepare(images, labels, eps)
         grad, _ = self.input_gradient(x0, labels)
-        return (x0 + eps_t * grad.sign()).clamp(0, 1).detach()
+        return (x0 + eps_t * self.transform_gradient(grad).sign()).clamp(0, 1).detach()
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "norm": "linf", "eps": self.eps, "loss": "cross_entropy", "targeted": False}

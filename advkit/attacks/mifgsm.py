@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advkit.attacks.base import Attack, as_eps_tensor, check_images
+from advkit.attacks.base import Attack, as_eps_tensor
 
 
 def normalize_mean_abs(grad: torch.Tensor) -> torch.Tensor:
@@ -85,13 +85,10 @@ class MIFGSM(Attack):
         eps: float | torch.Tensor | None = None,
         init: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        check_images(images)
-        x0 = images.detach().float()
+        x0, labels, eps_t = self.prepare(images, labels, eps)
         b = x0.shape[0]
-        labels = self.resolve_labels(x0, labels)
-        eps_raw = self.eps if eps is None else eps
-        eps_t = as_eps_tensor(eps_raw, b, x0)
         # eps / steps in float64 then rounded once, as a Python-float step would be.
+        eps_raw = self.eps if eps is None else eps
         step_t = as_eps_tensor(
             torch.as_tensor(eps_raw, dtype=torch.float64) / self.steps if self.step is None else self.step, b, x0
         )

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, as_eps_tensor, check_images
+from advkit.attacks.base import Attack
 
 
 class PGD(Attack):
@@ -62,11 +62,8 @@ class PGD(Attack):
         eps: float | torch.Tensor | None = None,
         init: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        check_images(images)
-        x0 = images.detach().float()
+        x0, labels, eps_t = self.prepare(images, labels, eps)
         b = x0.shape[0]
-        labels = self.resolve_labels(x0, labels)
-        eps_t = as_eps_tensor(self.eps if eps is None else eps, b, x0)
         step = eps_t * self.rel_step if self.step is None else torch.full_like(eps_t, self.step)
 
         if self.random_start:

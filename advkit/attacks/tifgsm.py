@@ -7,11 +7,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, as_eps_tensor, check_images
+from advkit.attacks.fgsm import FGSM
 from advkit.attacks.transforms import GradientSmoothing
 
 
-class TIFGSM(Attack):
+class TIFGSM(FGSM):
     """TI-FGSM: one step of size eps along the sign of the Gaussian-smoothed gradient, clipped to [0, 1].
 
     Args:
@@ -27,30 +27,11 @@ class TIFGSM(Attack):
     def __init__(
         self, model: nn.Module, eps: float = 8 / 255, kernel_size: int = 15, sigma: float = 3.0, **kwargs: Any
     ) -> None:
-        super().__init__(model, **kwargs)
-        self.eps = eps
+        super().__init__(model, eps=eps, **kwargs)
         self.smoothing = GradientSmoothing(kernel_size, sigma)
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        eps: float | torch.Tensor | None = None,
-        init: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        check_images(images)
-        x0 = images.detach().float()
-        labels = self.resolve_labels(x0, labels)
-        eps_t = as_eps_tensor(self.eps if eps is None else eps, x0.shape[0], x0)
-        grad, _ = self.input_gradient(x0, labels)
-        return (x0 + eps_t * self.smoothing(grad).sign()).clamp(0, 1).detach()
+    def transform_gradient(self, grad: torch.Tensor) -> torch.Tensor:
+        return self.smoothing(grad)
 
     def config(self) -> dict[str, Any]:
-        return {
-            **super().config(),
-            "norm": "linf",
-            "eps": self.eps,
-            **self.smoothing.config(),
-            "loss": "cross_entropy",
-            "targeted": False,
-        }
+        return {**super().config(), **self.smoothing.config()}
