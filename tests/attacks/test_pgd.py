@@ -113,3 +113,23 @@ def test_pgd_on_real_cifar(cifar_first_100, weights_dir):
     assert accs[8 / 255] < 0.02
     assert accs[8 / 255] < accs[1e-3] < clean_acc
     assert accs[1e-3] > 0.5
+
+
+def test_prepare_checks_inputs_and_defaults_to_the_attacks_radius(tiny):
+    x = torch.rand(3, 3, 8, 8)
+    x0, labels, eps = FGSM(tiny, eps=0.25).prepare(x.double(), None, None)
+    assert x0.dtype == torch.float32 and torch.equal(labels, tiny(x0).argmax(1))
+    assert eps.shape == (3, 1, 1, 1) and torch.all(eps == 0.25)
+    _, _, eps = FGSM(tiny, eps=0.25).prepare(x, torch.zeros(3, dtype=torch.long), torch.tensor([0.1, 0.2, 0.3]))
+    assert torch.allclose(eps.flatten(), torch.tensor([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match="no eps given"):
+        GaussianNoise().prepare(x, None, None)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        FGSM(tiny).prepare(x[0], None, None)
+
+
+def test_tifgsm_with_a_one_pixel_gaussian_is_fgsm(tiny):
+    from advkit.attacks import TIFGSM
+
+    x, y = torch.rand(4, 3, 8, 8), torch.arange(4)
+    assert torch.equal(TIFGSM(tiny, eps=0.03, kernel_size=1)(x, y), FGSM(tiny, eps=0.03)(x, y))
