@@ -101,6 +101,11 @@ class BenchConfig:
                 raise UsageError(f"eps {e:g} is out of range (0, 1]")
         if self.suite == "advfilter" and not self.defenses:
             raise UsageError("--defense names no defense")
+        if self.suite == "advfilter":
+            from advkit.defenses import parse_defense_spec
+
+            for spec in self.defenses:  # a misspelt option fails now, not hours into the run
+                parse_defense_spec(spec)
         if self.data is None and (self.suite == "pasadena" or any(m not in self.adv for m in self.models)):
             raise UsageError("--data is needed (or --adv STORE for every model)")
 

@@ -2,37 +2,79 @@
 
 `create_defense(name)` builds any of them by name: ``advfilter`` (the shipped Filt default),
 ``pafilt`` (the shipped PA-Filt), a shipped denoiser name or checkpoint path, ``jpeg``,
-``smoothing``, ``bitdepth``, ``tvm`` or ``none``.
+``smoothing``, ``bitdepth``, ``tvm`` or ``none``. A classical defense takes its constructor's
+options after colons, ``name:key=value[:key=value]`` (``tvm:prob=0.9:lamb=0.1``, ``jpeg:quality=50``),
+so the CLI's comma lists can name configured baselines.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import nn
 
 from advkit.defenses.advfilter import AdvFilter, DefendedClassifier
 from advkit.defenses.evaluate import evaluate_on_store, recovered_fraction, store_rows
+from advkit.errors import UsageError
 
 CLASSICAL_DEFENSES = ("jpeg", "smoothing", "bitdepth", "tvm")
 
 
-def create_defense(name: str, **kwargs: Any) -> nn.Module:
-    """Build a defense by name (see the module docstring); ``kwargs`` go to its constructor."""
+def _classical_table() -> dict[str, type[nn.Module]]:
     from advkit.defenses import classical
 
+    return {
+        "jpeg": classical.JPEGDefense,
+        "smoothing": classical.SmoothingDefense,
+        "bitdepth": classical.BitDepthDefense,
+        "tvm": classical.TVMDefense,
+    }
+
+
+def _option_value(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_defense_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name:key=value[:key=value]`` → (name, options) for a classical defense; other names unchanged.
+
+    Raises `UsageError` for a malformed option or one its constructor does not take. Only the
+    classical defenses take options: any other spec (a denoiser name or a checkpoint path, which may
+    hold a colon) is returned whole with no options.
+    """
+    name, sep, rest = spec.partition(":")
+    if not sep or name not in CLASSICAL_DEFENSES:
+        return spec, {}
+    params = inspect.signature(_classical_table()[name]).parameters
+    options: dict[str, Any] = {}
+    for item in rest.split(":"):
+        key, eq, value = item.partition("=")
+        if not eq or not key or not value:
+            raise UsageError(f"defense {spec!r}: options are key=value after a colon, got {item!r}")
+        if key not in params:
+            raise UsageError(f"defense {spec!r}: {name} has no option {key!r} (options: {', '.join(params)})")
+        options[key] = _option_value(value)
+    return name, options
+
+
+def create_defense(name: str, **kwargs: Any) -> nn.Module:
+    """Build a defense by name or ``name:key=value`` spec (see the module docstring); ``kwargs`` go
+    to its constructor and take precedence over the spec's options."""
+    name, options = parse_defense_spec(name)
+    kwargs = {**options, **kwargs}
     if name == "none":
         return nn.Identity()
     if name == "advfilter":
         return AdvFilter("default", **kwargs)
     if name == "pafilt":
         return AdvFilter("advfilter-cifar10-pafilt", **kwargs)
-    table = {
-        "jpeg": classical.JPEGDefense,
-        "smoothing": classical.SmoothingDefense,
-        "bitdepth": classical.BitDepthDefense,
-        "tvm": classical.TVMDefense,
-    }
+    table = _classical_table()
     if name in table:
         return table[name](**kwargs)
     return AdvFilter(name, **kwargs)
@@ -57,6 +99,7 @@ __all__ = [
     "evaluate_on_store",
     "gradient_kind",
     "is_differentiable",
+    "parse_defense_spec",
     "recovered_fraction",
     "store_rows",
 ]

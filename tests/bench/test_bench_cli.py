@@ -129,6 +129,7 @@ def test_bench_bad_input_is_one_line(cifar_test_npz, weights_dir, tmp_path):
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--mode", "sideways"], "--mode"),
         (["--model", "resnet20"], "--data"),
         (["--model", "resnet20", "--adv", str(tmp_path / "missing.h5")], "missing.h5"),
+        (["--model", "resnet20", "--data", str(cifar_test_npz), "--defense", "none,tvm:lam=0.1"], "no option 'lam'"),
     ]
     for args, needle in cases:
         result = run("bench", *args, "--out", str(tmp_path / "o"))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from advkit.defenses import create_defense, gradient_kind
+from advkit.defenses import create_defense, gradient_kind, parse_defense_spec
+from advkit.errors import UsageError
 from advkit.defenses.jpeg_approx import differentiable_jpeg, quantization_table, soft_round
 
 
@@ -175,3 +176,20 @@ def test_bitdepth_ignores_perturbations_below_half_an_8bit_level(cifar_200):
         for x in (cifar_200 + delta, cifar_200 + corners):
             assert torch.equal(d(x.clamp(0, 1)), clean)
     assert not torch.equal(d((cifar_200 + 0.51 / 255).clamp(0, 1)), clean)
+
+
+# ---- name:key=value specs ----------------------------------------------------------------------
+
+
+def test_defense_specs_configure_the_classical_defenses():
+    assert parse_defense_spec("tvm:prob=0.9:lamb=0.1") == ("tvm", {"prob": 0.9, "lamb": 0.1})
+    assert create_defense("tvm:prob=0.9:lamb=0.1").config == {
+        "name": "tvm", "prob": 0.9, "lamb": 0.1, "max_iter": 10, "seed": 0}
+    assert create_defense("jpeg:quality=50:rounding=truncate").config["quality"] == 50
+    assert create_defense("bitdepth:bit_depth=5").config["bit_depth"] == 5
+    # keyword arguments win over the spec; a path with a colon is not a spec
+    assert create_defense("jpeg:quality=50", quality=90).config["quality"] == 90
+    assert parse_defense_spec("runs/filt:v2") == ("runs/filt:v2", {})
+    for spec, needle in (("tvm:lam=0.1", "no option 'lam'"), ("jpeg:quality", "key=value"), ("jpeg:", "key=value")):
+        with pytest.raises(UsageError, match=needle):
+            create_defense(spec)
