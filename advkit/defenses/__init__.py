@@ -49,9 +49,10 @@ def parse_defense_spec(spec: str) -> tuple[str, dict[str, Any]]:
     hold a colon) is returned whole with no options.
     """
     name, sep, rest = spec.partition(":")
-    if not sep or name not in CLASSICAL_DEFENSES:
+    table = _classical_table()
+    if not sep or name not in table:
         return spec, {}
-    params = inspect.signature(_classical_table()[name]).parameters
+    params = inspect.signature(table[name]).parameters
     options: dict[str, Any] = {}
     for item in rest.split(":"):
         key, eq, value = item.partition("=")
