@@ -27,8 +27,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from advkit.utils import resolve_device
-
 
 @dataclass
 class GlobalOptions:
@@ -75,6 +73,8 @@ JsonOption = Annotated[
 
 
 def device_of(opts: GlobalOptions):
+    from advkit.utils import resolve_device  # imports torch: only commands that compute pay for it
+
     return resolve_device(opts.device)
 
 

@@ -8,11 +8,12 @@ import typer
 from rich.table import Table
 
 from advkit.cli._common import JsonOption, emit, get_options
-from advkit.models import find_weights, get_model_spec, list_models
 
 
 def weights_status(name: str) -> str:
     """Where ``create_classifier(name)`` would take weights from, without loading them."""
+    from advkit.models import find_weights, get_model_spec
+
     path = find_weights(name)
     if path is not None:
         return str(path)
@@ -35,6 +36,8 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOption = False,
     ) -> None:
         """List the registered classifiers: dataset, input size, and whether weights are found."""
+        from advkit.models import get_model_spec, list_models
+
         opts = get_options(ctx, json=json_out)
         rows = []
         for name in list_models(dataset=dataset):

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import torch
 import typer
 from rich.table import Column, Table
 
 from advkit.cli._common import DeviceOption, JsonOption, device_of, emit, get_options, progress_bar
-from advkit.data.images import from_uint8_hwc, read_image_uint8, resize_center_crop
-from advkit.data.sources import ImageSource, iter_batches, open_source, resolve_classes, select_indices
 from advkit.errors import ImageReadError, UsageError
-from advkit.models import Classifier, create_classifier, get_model_spec
+
+if TYPE_CHECKING:  # torch, torchvision and h5py load when the command runs, not with `advkit --help`
+    import numpy as np
+    import torch
+
+    from advkit.data.sources import ImageSource
+    from advkit.models import Classifier
 
 
 def _read_files(files: list[Path], size: tuple[int, int]) -> np.ndarray:
     """Every file decoded and brought to ``size`` up front, so a bad file fails before any work."""
+    import numpy as np
+
+    from advkit.data.images import read_image_uint8, resize_center_crop
+
     for f in files:
         if not f.exists():
             raise ImageReadError(f"cannot read image {f}: no such file")
@@ -38,15 +44,20 @@ def _array_batches(
 def _source_batches(
     source: ImageSource, indices: np.ndarray, batch_size: int
 ) -> Iterator[tuple[list[str], np.ndarray]]:
+    from advkit.data.sources import iter_batches
+
     for chunk, images in iter_batches(source, indices, batch_size):
         yield source.keys(chunk), images
 
 
-@torch.inference_mode()
 def _classify(clf: Classifier, images: np.ndarray, device: torch.device, k: int) -> tuple[np.ndarray, np.ndarray]:
-    logits = clf(from_uint8_hwc(images).to(device))
-    probs = torch.softmax(logits.float(), dim=1)
-    top = probs.topk(k, dim=1)
+    import torch
+
+    from advkit.data.images import from_uint8_hwc
+
+    with torch.inference_mode():
+        logits = clf(from_uint8_hwc(images).to(device))
+        top = torch.softmax(logits.float(), dim=1).topk(k, dim=1)
     return top.values.cpu().numpy(), top.indices.cpu().numpy()
 
 
@@ -85,6 +96,11 @@ def register(app: typer.Typer) -> None:
         size·256/224, then the central crop; images already that size are used as they are).
         With --data and a labelled source, the accuracy is reported too.
         """
+        import numpy as np
+
+        from advkit.data.sources import open_source, resolve_classes, select_indices
+        from advkit.models import create_classifier, get_model_spec
+
         opts = get_options(ctx, json=json_out, device=device)
         files = list(inputs or [])
         if files and data is not None:

@@ -55,7 +55,6 @@ import torch
 
 from advkit.data.images import IMAGE_EXTENSIONS, from_uint8_hwc, read_image_uint8, resize_center_crop
 from advkit.errors import DataSourceError, UsageError
-from advkit.models.zoo_classifiers import CIFAR10_CLASSES
 from advkit.utils import sha256_file, split_list
 
 __all__ = [
@@ -74,6 +73,11 @@ __all__ = [
     "resolve_classes",
     "select_indices",
 ]
+
+# CIFAR-10's label order (index = label); the CIFAR classifiers of the model zoo share it.
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
 
 SVHN_CLASSES = [str(d) for d in range(10)]
 

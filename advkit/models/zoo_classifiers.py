@@ -8,14 +8,12 @@ from urllib.error import URLError
 
 import torch
 
+from advkit.data.sources import CIFAR10_CLASSES
 from advkit.errors import WeightsNotFoundError
 from advkit.models.cifar_resnet import CifarResNet
 from advkit.models.registry import ModelSpec, register_model
 from advkit.models.weights import load_state_dict_file
 
-CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-]  # fmt: skip
 # The akamaster checkpoints were trained on ImageNet-normalized inputs (data/SOURCES.md).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -43,3 +43,13 @@ def test_unknown_command_is_one_line():
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "advkit", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and advkit.__version__ in out.stdout
+
+
+def test_startup_imports_stay_light():
+    # `advkit --help` must not pay for torch (≈2 s) and `store info` not for torchvision (≈2 s more).
+    code = (
+        "import sys, advkit.cli; heavy = {'torch', 'torchvision', 'h5py'} & set(sys.modules); "
+        "import advkit.data; print(sorted(heavy), 'torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "False"]
