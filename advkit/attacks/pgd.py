@@ -18,7 +18,10 @@ class PGD(Attack):
         eps: L∞ radius on the [0, 1] scale (a per-sample tensor may be passed to ``forward``).
         steps: iterations (default 40).
         rel_step: step size as a fraction of eps (default 1/30: Foolbox's LinfPGD, which the AdvFilter
-            paper used); ``step`` overrides it with an absolute size.
+            paper used); ``step`` overrides it with an absolute size. ``steps · rel_step`` is how far
+            (in units of eps) a pixel can travel: with 1/30 and fewer than about 40 steps the attack
+            cannot cross the ball from its random start, so scale it for short runs (the bench's
+            adaptive attack uses 2.5 / steps).
         random_start: start from a uniform point in the eps-ball.
         early_stop: stop updating images the model already misclassifies (off by default, so every
             image gets the full ``steps``).

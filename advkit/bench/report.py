@@ -15,6 +15,12 @@ from advkit.utils import atomic_path
 CSV_FIELDS = ("suite", "mode", "model", "defense_or_method", "eps", "n", "metric", "value")
 
 
+def _step_text(cfg: dict[str, Any]) -> str:
+    """The adaptive step as eps/k (older reports, made before it was recorded, used eps/30)."""
+    rel = cfg.get("adaptive_rel_step") or 1 / 30
+    return f"eps/{1 / rel:.3g}"
+
+
 def _write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -81,7 +87,7 @@ def markdown(report: dict[str, Any]) -> str:
               f"seed {cfg['seed']}; wall time of this invocation {report['wall_time_s']:.0f} s; advkit {report['versions']['advkit']}.", ""]
     titles = {
         "oblivious": f"Oblivious: PGD-{cfg['steps']} on the bare classifier, then the defense. Accuracy (%).",
-        "adaptive": (f"Adaptive: PGD-{cfg['adaptive_steps']} through defense ∘ classifier (exact gradients, "
+        "adaptive": (f"Adaptive: PGD-{cfg['adaptive_steps']} (step {_step_text(cfg)}) through defense ∘ classifier (exact gradients, "
                      f"or BPDA where a defense is not differentiable: the gradient column says which "
                      f"stand-in). Accuracy (%). Sanity: accuracy under unbounded PGD-"
                      f"{cfg['sanity_steps']} (eps = 1); 'gradient masked' means the attack could not follow "

@@ -97,12 +97,14 @@ def adaptive_cell(
     eps: float,
     *,
     steps: int,
+    rel_step: float,
     seed: int,
     batch_size: int,
     device: torch.device,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Accuracy of the pipeline under PGD on the pipeline itself (eps = 0: clean accuracy).
+    """Accuracy of the pipeline under PGD (``steps`` steps of ``rel_step``·eps, random start) on the
+    pipeline itself (eps = 0: clean accuracy).
 
     ``eps = 1`` is the unbounded sanity check (every image in [0, 1] is reachable).
     """
@@ -113,7 +115,7 @@ def adaptive_cell(
         y = labels[start : start + batch_size].to(device)
         if eps > 0:
             # One seed per batch start, so a resumed or re-batched run attacks each image the same way.
-            attack = PGD(pipeline, eps=eps, steps=steps, seed=seed + start)
+            attack = PGD(pipeline, eps=eps, steps=steps, rel_step=rel_step, seed=seed + start)
             x = attack(x, y)
         with torch.no_grad():
             correct += int((pipeline(x).argmax(1) == y).sum())

@@ -29,6 +29,11 @@ from advkit.utils import atomic_path
 
 SUITES = ("advfilter", "pasadena")
 MODES = ("oblivious", "adaptive")
+# Adaptive PGD's path length in units of eps (step = ADAPTIVE_PATH·eps/steps): Madry et al.'s 2.5,
+# so that from a random start every pixel can reach either face of the eps-ball. (Foolbox's eps/30,
+# the oblivious default, walks only 0.67·eps in 20 steps: on resnet20 at 1e-2 it left the bare
+# model 10.8 % correct where PGD-40 at eps/30 left 1.3 %.)
+ADAPTIVE_PATH = 2.5
 
 
 @dataclass
@@ -51,6 +56,9 @@ class BenchConfig:
     steps: int = 40
     modes: list[str] = field(default_factory=lambda: list(MODES))
     adaptive_steps: int = 40
+    # The adaptive PGD's step as a fraction of eps; None: 2.5 / adaptive_steps (Madry et al.'s rule),
+    # a path of 2.5·eps whatever the step count. Resolved at construction so a folder records it.
+    adaptive_rel_step: float | None = None
     sanity_n: int = 100
     sanity_steps: int = 50
     n: int = 1000
@@ -67,6 +75,10 @@ class BenchConfig:
     batch_size: int = 100
     seed: int = 0
     weights: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.adaptive_rel_step is None and self.adaptive_steps >= 1:
+            self.adaptive_rel_step = ADAPTIVE_PATH / self.adaptive_steps
 
     def check(self) -> None:
         if self.suite not in SUITES:
@@ -85,6 +97,8 @@ class BenchConfig:
                               ("--batch-size", self.batch_size)):
             if value < 1:
                 raise UsageError(f"{option} must be >= 1, got {value}")
+        if not (self.adaptive_rel_step is not None and 0 < self.adaptive_rel_step <= 1):
+            raise UsageError(f"--adaptive-rel-step must lie in (0, 1], got {self.adaptive_rel_step}")
         if self.sweep and self.suite != "pasadena":
             raise UsageError("--sweep belongs to --suite pasadena")
         # (option, values, range, whether a sweep needs at least one value)
@@ -417,7 +431,8 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
         runs.append(("sanity", 1.0, images[:k], labels[:k], config.sanity_steps))
         for suffix, eps, x, y, steps in runs:
             cell, fresh = _cached_cell(out, f"adaptive/{model_name}/{key}/{suffix}", lambda: robustness.adaptive_cell(
-                d, classifier, x, y, eps, steps=steps, seed=config.seed, batch_size=config.batch_size,
+                d, classifier, x, y, eps, steps=steps, rel_step=ADAPTIVE_PATH / steps if suffix == "sanity"
+                else config.adaptive_rel_step, seed=config.seed, batch_size=config.batch_size,
                 device=device, on_progress=progress.advance))
             if not fresh:
                 progress.advance(cell["n"])

@@ -30,6 +30,10 @@ def register(app: typer.Typer) -> None:
         mode: Annotated[str, typer.Option("--mode", help="oblivious, adaptive or both (comma list).")] = (
             "oblivious,adaptive"),
         adaptive_steps: Annotated[int, typer.Option("--adaptive-steps", help="PGD iterations through the pipeline.")] = 40,
+        adaptive_rel_step: Annotated[
+            float | None, typer.Option("--adaptive-rel-step", help="Adaptive PGD step as a fraction of eps "
+                                       "(default 2.5 / --adaptive-steps).", show_default=False)
+        ] = None,
         sanity_n: Annotated[int, typer.Option("--sanity-n", help="Images in the unbounded-PGD sanity check.")] = 100,
         sanity_steps: Annotated[int, typer.Option("--sanity-steps", help="Iterations of the sanity check.")] = 50,
         n: Annotated[int, typer.Option("--n", help="Test images, balanced over classes.")] = 1000,
@@ -69,7 +73,7 @@ def register(app: typer.Typer) -> None:
         config = BenchConfig(
             models=models, suite=suite, data=data, defenses=split_list(defense),
             eps=radii, attack=attack, steps=steps, modes=split_list(mode),
-            adaptive_steps=adaptive_steps, sanity_n=sanity_n, sanity_steps=sanity_steps, n=n,
+            adaptive_steps=adaptive_steps, adaptive_rel_step=adaptive_rel_step, sanity_n=sanity_n, sanity_steps=sanity_steps, n=n,
             adv=adv_stores_by_model(adv or []), methods=split_list(method),
             denoiser=denoiser, sweep=sweep, sweep_lams=parse_float_list(sweep_lam, "lam"),
             sweep_thetas=parse_float_list(sweep_theta, "theta"), sweep_eps=parse_float_list(sweep_eps, "eps"),

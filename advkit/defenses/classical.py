@@ -3,8 +3,9 @@
 Each is an ``nn.Module`` on [0, 1] NCHW float tensors. JPEG, bit-depth reduction and TV
 minimization are ART's implementations and not differentiable, so when a gradient is asked for
 they use BPDA (Athalye et al., 2018): the forward pass applies the transformation, the backward
-pass is the gradient of a differentiable stand-in — for JPEG `differentiable_jpeg`, for the others
-the identity. ``differentiable = False`` marks them and ``gradient`` names the stand-in, so an
+pass is the gradient of a differentiable stand-in — for JPEG `differentiable_jpeg`, for TV
+minimization `tv_minimize_unrolled` (its solver unrolled in torch), for bit-depth reduction the
+identity. ``differentiable = False`` marks them and ``gradient`` names the stand-in, so an
 adaptive evaluation reports what it used. Median smoothing is computed in torch (equal to ART's
 ``SpatialSmoothing``) and differentiates exactly: the gradient goes to each window's median pixel.
 """
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from advkit.defenses.jpeg_approx import differentiable_jpeg
+from advkit.defenses.tvm_approx import art_tvm_masks, tv_minimize_unrolled
 
 
 class _BPDA(torch.autograd.Function):
@@ -172,19 +174,32 @@ class BitDepthDefense(ARTInputDefense):
 class TVMDefense(ARTInputDefense):
     """Total-variation minimization on randomly dropped pixels (ART ``TotalVarMin``).
 
-    Random: ``seed`` fixes NumPy's generator before each call so results repeat.
+    Random: ``seed`` fixes NumPy's generator before each call so results repeat (the masks depend
+    on each image's place in the batch). ``backward`` picks the BPDA stand-in: ``"solver"`` (the
+    default) differentiates `tv_minimize_unrolled`, gradient descent on ART's own objective with
+    the same masks; ``"identity"`` is the plain BPDA of Athalye et al.
     """
 
     name = "tvm"
 
-    def __init__(self, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, seed: int = 0) -> None:
+    def __init__(
+        self, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, seed: int = 0, backward: str = "solver"
+    ) -> None:
         from art.defences.preprocessor import TotalVarMin
 
+        if backward not in ("solver", "identity"):
+            raise ValueError(f"tvm: backward must be 'solver' or 'identity', got {backward!r}")
         super().__init__(
             TotalVarMin(prob=prob, norm=2, lamb=lamb, max_iter=max_iter, clip_values=(0.0, 1.0)),
-            prob=prob, lamb=lamb, max_iter=max_iter, seed=seed,
+            prob=prob, lamb=lamb, max_iter=max_iter, seed=seed, backward=backward,
         )
+        self.prob = prob
+        self.lamb = lamb
         self.seed = seed
+        self.backward = backward
+        if backward == "identity":
+            self.stand_in = None
+        self.gradient = "BPDA (TV solver, unrolled)" if backward == "solver" else "BPDA"
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         # ART's TotalVarMin reads each image as (H, W, C) and draws its pixel mask from np.random.
@@ -194,3 +209,7 @@ class TVMDefense(ARTInputDefense):
             return super().transform(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
         finally:
             np.random.set_state(state)
+
+    def stand_in(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        b, c, h, w = x.shape
+        return tv_minimize_unrolled(x, art_tvm_masks(b, h, w, c, self.prob, self.seed), self.lamb)

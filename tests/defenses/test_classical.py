@@ -184,7 +184,7 @@ def test_bitdepth_ignores_perturbations_below_half_an_8bit_level(cifar_200):
 def test_defense_specs_configure_the_classical_defenses():
     assert parse_defense_spec("tvm:prob=0.9:lamb=0.1") == ("tvm", {"prob": 0.9, "lamb": 0.1})
     assert create_defense("tvm:prob=0.9:lamb=0.1").config == {
-        "name": "tvm", "prob": 0.9, "lamb": 0.1, "max_iter": 10, "seed": 0}
+        "name": "tvm", "prob": 0.9, "lamb": 0.1, "max_iter": 10, "seed": 0, "backward": "solver"}
     assert create_defense("jpeg:quality=50:rounding=truncate").config["quality"] == 50
     assert create_defense("bitdepth:bit_depth=5").config["bit_depth"] == 5
     # keyword arguments win over the spec; a path with a colon is not a spec
