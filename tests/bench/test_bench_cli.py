@@ -211,6 +211,9 @@ def test_adaptive_cells_of_a_stand_in_gradient_are_keyed_by_it():
     # exact and identity-BPDA defenses keep the bare name, so their earlier cells stay valid
     assert _adaptive_key("bitdepth", gradient_kind(create_defense("bitdepth"))) == "bitdepth"
     assert _adaptive_key("smoothing", gradient_kind(create_defense("smoothing"))) == "smoothing"
+    assert _adaptive_key("tvm", gradient_kind(create_defense("tvm"))) == "tvm~bpda-tv-solver-unrolled"
+    spec = "tvm:backward=identity"
+    assert _adaptive_key(spec, gradient_kind(create_defense(spec))) == spec
 
 
 def test_adaptive_step_follows_the_step_count():
