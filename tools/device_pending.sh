@@ -74,9 +74,11 @@ step gen_adv_60k 90 $ADVKIT gen-adv --data "$CARRY/data/cifar10_test.npz" --limi
     --eps-grid advfilter --precision fp32 --out /tmp/train60k.h5 --overwrite "${E2E[@]}"
 # 7. Pasadena's cost against MI-FGSM-10 (#8)
 step pasadena_cost 60 python3 -m benchmarks.pasadena --device "$DEVICE" "${PAS[@]}" --json "$OUT/pasadena.json"
-# 6. the adaptive bench over the whole grid with PGD-40 (#9); ART's JPEG and TVM run on
+# 6. the adaptive bench over the whole grid with PGD-40 (#9), in a fresh folder (a bench refuses
+#    an --out made with other settings); ART's JPEG and TVM run on
 #    the host per image and per step, too slow for this call: their rows stay the CPU runs'
 for m in "${MODELS[@]}"; do
+  rm -rf "/tmp/bench/$m"
   step "bench_adaptive_$m" 200 $ADVKIT bench --model "$m" --data "$CARRY/data/cifar10_test.npz" --mode adaptive \
       --defense none,advfilter,pafilt,smoothing,bitdepth "${BENCH[@]}" --out "/tmp/bench/$m"
 done

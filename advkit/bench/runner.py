@@ -36,6 +36,12 @@ MODES = ("oblivious", "adaptive")
 ADAPTIVE_PATH = 2.5
 
 
+def default_rel_step(steps: int) -> float:
+    """The adaptive step for ``steps`` iterations as a fraction of eps: ADAPTIVE_PATH / steps, at
+    most 1 (one step of eps already reaches a face of the ball)."""
+    return min(1.0, ADAPTIVE_PATH / steps)
+
+
 @dataclass
 class BenchConfig:
     """Everything that defines a bench run (recorded in ``results.json``; resuming must match it).
@@ -78,7 +84,7 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if self.adaptive_rel_step is None and self.adaptive_steps >= 1:
-            self.adaptive_rel_step = ADAPTIVE_PATH / self.adaptive_steps
+            self.adaptive_rel_step = default_rel_step(self.adaptive_steps)
 
     def check(self) -> None:
         if self.suite not in SUITES:
@@ -431,7 +437,7 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
         runs.append(("sanity", 1.0, images[:k], labels[:k], config.sanity_steps))
         for suffix, eps, x, y, steps in runs:
             cell, fresh = _cached_cell(out, f"adaptive/{model_name}/{key}/{suffix}", lambda: robustness.adaptive_cell(
-                d, classifier, x, y, eps, steps=steps, rel_step=ADAPTIVE_PATH / steps if suffix == "sanity"
+                d, classifier, x, y, eps, steps=steps, rel_step=default_rel_step(steps) if suffix == "sanity"
                 else config.adaptive_rel_step, seed=config.seed, batch_size=config.batch_size,
                 device=device, on_progress=progress.advance))
             if not fresh:

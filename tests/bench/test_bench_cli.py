@@ -221,6 +221,7 @@ def test_adaptive_step_follows_the_step_count():
 
     assert BenchConfig(models=["resnet20"], adaptive_steps=20).adaptive_rel_step == 0.125
     assert BenchConfig(models=["resnet20"]).adaptive_rel_step == 2.5 / 40
+    assert BenchConfig(models=["resnet20"], adaptive_steps=2).adaptive_rel_step == 1.0  # one step reaches a face
     assert BenchConfig(models=["resnet20"], adaptive_steps=20, adaptive_rel_step=0.05).adaptive_rel_step == 0.05
 
 
