@@ -432,14 +432,15 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
         key = _adaptive_key(name, gradient)
         entry: dict[str, Any] = {"per_eps": [], "gradient": gradient}
         k = min(config.sanity_n, len(images))
-        # (key, radius, images, steps); eps = 1 is the unbounded sanity check
-        runs = [(f"eps={eps:g}", eps, images, labels, config.adaptive_steps) for eps in [0.0, *config.eps]]
-        runs.append(("sanity", 1.0, images[:k], labels[:k], config.sanity_steps))
-        for suffix, eps, x, y, steps in runs:
+        # (key, radius, images, labels, steps, relative step); eps = 1 is the unbounded sanity check
+        runs = [(f"eps={eps:g}", eps, images, labels, config.adaptive_steps, config.adaptive_rel_step)
+                for eps in [0.0, *config.eps]]
+        runs.append(("sanity", 1.0, images[:k], labels[:k], config.sanity_steps,
+                     default_rel_step(config.sanity_steps)))
+        for suffix, eps, x, y, steps, rel_step in runs:
             cell, fresh = _cached_cell(out, f"adaptive/{model_name}/{key}/{suffix}", lambda: robustness.adaptive_cell(
-                d, classifier, x, y, eps, steps=steps, rel_step=default_rel_step(steps) if suffix == "sanity"
-                else config.adaptive_rel_step, seed=config.seed, batch_size=config.batch_size,
-                device=device, on_progress=progress.advance))
+                d, classifier, x, y, eps, steps=steps, rel_step=rel_step, seed=config.seed,
+                batch_size=config.batch_size, device=device, on_progress=progress.advance))
             if not fresh:
                 progress.advance(cell["n"])
             if suffix != "sanity":

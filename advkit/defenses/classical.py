@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from advkit.defenses.jpeg_approx import differentiable_jpeg
-from advkit.defenses.tvm_approx import art_tvm_masks, tv_minimize_unrolled
+from advkit.defenses.tvm_approx import art_tvm_masks, numpy_global_seed, tv_minimize_unrolled
 
 
 class _BPDA(torch.autograd.Function):
@@ -203,12 +203,8 @@ class TVMDefense(ARTInputDefense):
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         # ART's TotalVarMin reads each image as (H, W, C) and draws its pixel mask from np.random.
-        state = np.random.get_state()
-        np.random.seed(self.seed)
-        try:
+        with numpy_global_seed(self.seed):
             return super().transform(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
-        finally:
-            np.random.set_state(state)
 
     def stand_in(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         b, c, h, w = x.shape

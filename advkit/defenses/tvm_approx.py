@@ -15,11 +15,26 @@ lamb=0.1`` its output is about 3× closer to ART's than the input is (tests/defe
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
 # ART's floor on the norms it divides by (`TotalVarMin._deri_loss_func`).
 _NORM_FLOOR = 1e-6
+
+
+@contextlib.contextmanager
+def numpy_global_seed(seed: int) -> Iterator[None]:
+    """NumPy's global generator seeded with ``seed`` inside the block, as it was outside it: ART's
+    TotalVarMin draws its masks from the global generator."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def art_tvm_masks(batch: int, height: int, width: int, channels: int, prob: float, seed: int) -> torch.Tensor:
@@ -28,12 +43,8 @@ def art_tvm_masks(batch: int, height: int, width: int, channels: int, prob: floa
     ART draws one ``(H, W, C)`` uniform array per image in batch order and keeps values below
     ``prob``; returned as float ``(B, C, H, W)`` in {0, 1}. NumPy's global state is restored.
     """
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
+    with numpy_global_seed(seed):
         masks = np.stack([np.random.rand(height, width, channels) < prob for _ in range(batch)])
-    finally:
-        np.random.set_state(state)
     return torch.from_numpy(masks).permute(0, 3, 1, 2).float()
 
 
