@@ -121,11 +121,24 @@ class BenchConfig:
                 raise UsageError(f"eps {e:g} is out of range (0, 1]")
         if self.suite == "advfilter" and not self.defenses:
             raise UsageError("--defense names no defense")
-        if self.suite == "advfilter":
-            from advkit.defenses import parse_defense_spec
+        from advkit.models import get_model_spec
 
-            for spec in self.defenses:  # a misspelt option fails now, not hours into the run
-                parse_defense_spec(spec)
+        for name in self.models:  # unknown names fail before --out is touched
+            get_model_spec(name)
+        if self.suite == "advfilter":
+            from advkit.defenses import check_defense_spec
+
+            for spec in self.defenses:  # a misspelt name or option fails now, not hours into the run
+                check_defense_spec(spec)
+        else:
+            from advkit.attacks.denoise_attack import METHODS
+            from advkit.models.checkpoint import resolve_checkpoint
+            from advkit.zoo import resolve_denoiser
+
+            unknown = [m for m in self.methods if m not in METHODS]
+            if unknown or not self.methods:
+                raise UsageError(f"unknown --method {','.join(unknown) or '(none)'}; known: {', '.join(METHODS)}")
+            resolve_checkpoint(resolve_denoiser(self.denoiser))
         if self.data is None and (self.suite == "pasadena" or any(m not in self.adv for m in self.models)):
             raise UsageError("--data is needed (or --adv STORE for every model)")
 
@@ -195,7 +208,9 @@ def _check_resume(out: Path, config: BenchConfig) -> None:
     """Refuse to mix cells of a different configuration into ``out``."""
     path = out / "bench_config.json"
     record = json.loads(json.dumps(asdict(config)))
-    if path.is_file():
+    # A folder whose run stopped before its first cell (bad data, missing weights) holds nothing to
+    # protect: its record is replaced, so fixing the command does not also need --overwrite.
+    if path.is_file() and _holds_results(out):
         previous = json.loads(path.read_text())
         changed = sorted(k for k in record if k not in _CELL_INDEPENDENT and previous.get(k) != record[k])
         if changed:
@@ -204,6 +219,11 @@ def _check_resume(out: Path, config: BenchConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _holds_results(out: Path) -> bool:
+    """Whether a bench folder holds any file besides its settings record."""
+    return any(p.is_file() and p.name != "bench_config.json" for p in out.rglob("*"))
 
 
 def balanced_selection(labels: np.ndarray, n: int) -> dict[str, int | None]:

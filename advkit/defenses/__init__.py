@@ -19,6 +19,8 @@ from advkit.defenses.evaluate import evaluate_on_store, recovered_fraction, stor
 from advkit.errors import UsageError
 
 CLASSICAL_DEFENSES = ("jpeg", "smoothing", "bitdepth", "tvm")
+#: Defenses named by a word rather than built from options or a checkpoint.
+BUILTIN_DEFENSES = ("none", "advfilter", "pafilt")
 
 
 def _classical_table() -> dict[str, type[nn.Module]]:
@@ -64,6 +66,23 @@ def parse_defense_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
+def check_defense_spec(spec: str) -> None:
+    """Fail now for a spec `create_defense` would refuse later: `UsageError` for a malformed option or
+    an unknown name, `CheckpointError` for a checkpoint path that names no file."""
+    name, _ = parse_defense_spec(spec)
+    if name in BUILTIN_DEFENSES or name in CLASSICAL_DEFENSES:
+        return
+    from advkit.errors import UnknownNameError
+    from advkit.models.checkpoint import resolve_checkpoint
+    from advkit.zoo import list_denoisers, resolve_denoiser
+
+    try:  # a path that names no file keeps its own "checkpoint not found" message
+        resolve_checkpoint(resolve_denoiser(name))
+    except UnknownNameError:
+        known = ", ".join([*BUILTIN_DEFENSES, *CLASSICAL_DEFENSES, *list_denoisers()])
+        raise UsageError(f"unknown defense {spec!r}; use one of {known} or a denoiser checkpoint path") from None
+
+
 def create_defense(name: str, **kwargs: Any) -> nn.Module:
     """Build a defense by name or ``name:key=value`` spec (see the module docstring); ``kwargs`` go
     to its constructor and take precedence over the spec's options."""
@@ -93,9 +112,11 @@ def gradient_kind(defense: nn.Module) -> str:
 
 
 __all__ = [
+    "BUILTIN_DEFENSES",
     "CLASSICAL_DEFENSES",
     "AdvFilter",
     "DefendedClassifier",
+    "check_defense_spec",
     "create_defense",
     "evaluate_on_store",
     "gradient_kind",

@@ -184,10 +184,16 @@ def defend_path(
             raise OutputError(f"{dst} exists and is not a folder (the input is a folder)")
         return defend_folder(advfilter, src, dst, device=device, tile=tile, on_progress=on_progress)
     if src.suffix.lower() in (".h5", ".hdf5"):
+        if dst.suffix.lower() not in (".h5", ".hdf5"):
+            raise OutputError(f"{dst}: a store is defended into a store; name the output *.h5")
         if dst.exists() and not overwrite:
             raise OutputExistsError(f"{dst} exists; use --overwrite to replace it")
         return defend_store(advfilter, src, dst, device=device, batch_size=batch_size, classifier=classifier,
                             on_progress=on_progress)
     if dst.is_dir():
         dst = dst / (src.stem + ".png")
+    # A lossless PNG under another name (out.jpg) would mislabel the file for every later reader.
+    for path in (dst, save_uncertainty):
+        if path is not None and Path(path).suffix.lower() != ".png":
+            raise OutputError(f"{path}: defend writes lossless PNG; name the output *.png or give a folder")
     return defend_image_file(advfilter, src, dst, device=device, tile=tile, save_uncertainty=save_uncertainty)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -46,6 +47,25 @@ def find_weights(name: str) -> Path | None:
     return None
 
 
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def describe_load_error(exc: BaseException) -> str:
+    """One short reason for a failed ``torch.load(..., weights_only=True)`` or safetensors read.
+
+    PyTorch's own message runs to several lines of advice (re-run with ``weights_only=False``) that
+    advkit will not follow: it names what the file held instead, or that it is no checkpoint at all.
+    """
+    text = str(exc).strip()
+    if "Weights only load failed" in text:
+        refused = _REFUSED_GLOBAL.search(text)
+        if refused:
+            return (f"it pickles {refused.group(1)}, and advkit reads only tensors (weights_only=True); "
+                    "save the model's state_dict() or a .safetensors file instead")
+        return "not a PyTorch checkpoint of tensors"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a torch file, with ``weights_only=True``.
 
@@ -63,8 +83,7 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load weights from {path}: {first}") from exc
+        raise CheckpointError(f"cannot load weights from {path}: {describe_load_error(exc)}") from exc
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "state"):
             if key in obj and isinstance(obj[key], dict):

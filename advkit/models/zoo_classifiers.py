@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from functools import partial
 from pathlib import Path
 from urllib.error import URLError
@@ -57,7 +59,10 @@ def _torchvision_download(arch: str) -> tuple[dict[str, torch.Tensor], Path]:
 
     weights = torchvision.models.get_model_weights(arch).DEFAULT
     try:
-        state = weights.get_state_dict(progress=False, check_hash=False)
+        # torch.hub writes "Downloading: URL" to stdout even with progress=False: the library never
+        # prints, and stdout carries the CLI's data (--json).
+        with contextlib.redirect_stdout(io.StringIO()):
+            state = weights.get_state_dict(progress=False, check_hash=False)
     except (URLError, OSError, RuntimeError) as exc:
         raise WeightsNotFoundError(
             f"cannot download {arch} weights ({type(exc).__name__}): pass --weights FILE "

@@ -135,12 +135,35 @@ def test_bench_bad_input_is_one_line(cifar_test_npz, weights_dir, tmp_path):
         (["--model", "resnet20", "--adv", str(tmp_path / "missing.h5")], "missing.h5"),
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--defense", "none,tvm:lam=0.1"], "no option 'lam'"),
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--adaptive-rel-step", "0"], "--adaptive-rel-step"),
+        (["--model", "resnet20", "--data", str(cifar_test_npz), "--defense", "none,nosuch"], "unknown defense 'nosuch'"),
+        (["--model", "resnet20", "--data", str(cifar_test_npz), "--defense", str(tmp_path / "f.safetensors")],
+         "checkpoint not found"),
+        (["--model", "resnet20", "--data", str(cifar_test_npz), "--suite", "pasadena", "--method", "pasadena,pgd"],
+         "unknown --method pgd"),
+        (["--model", "resnet20", "--data", str(cifar_test_npz), "--suite", "pasadena", "--denoiser", "nosuch"],
+         "unknown denoiser"),
     ]
     for args, needle in cases:
         result = run("bench", *args, "--out", str(tmp_path / "o"))
         assert result.exit_code != 0
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (args, result.stderr)
+        # settings are checked before the folder is touched
+        assert not (tmp_path / "o").exists(), args
+
+
+def test_bench_folder_without_results_takes_new_settings(cifar_test_npz, weights_dir, tmp_path):
+    """A run that stopped before its first cell (here: no data) leaves only its settings; fixing the
+    command needs no --overwrite. A folder with results still refuses other settings."""
+    out = tmp_path / "o"
+    failed = run("bench", "--model", "resnet20", "--data", str(tmp_path / "missing.npz"), "--out", str(out))
+    assert failed.exit_code != 0 and [p.name for p in out.iterdir()] == ["bench_config.json"]
+    args = ["--model", "resnet20", "--n", "4", "--eps", "1e-3", "--steps", "2", "--defense", "none",
+            "--batch-size", "4", "--out", str(out)]
+    fixed = run("bench", "--data", str(cifar_test_npz), *args)
+    assert fixed.exit_code == 0, fixed.stderr
+    other = run("bench", "--data", str(cifar_test_npz), *args, "--seed", "1")
+    assert other.exit_code != 0 and "other settings (seed)" in other.stderr
 
 
 def test_bench_pasadena_suite(cifar_test_npz, weights_dir, tmp_path):

@@ -68,6 +68,7 @@ def test_defend_store(tmp_path, cifar_test_npz, weights_dir):
     store = tmp_path / "pairs.h5"
     assert run("gen-adv", "--data", str(cifar_test_npz), "--model", "resnet20", "--eps", "8/255", "--per-class", "2",
                "--steps", "5", "--out", str(store)).exit_code == 0
+    _one_line_error(run("defend", str(store), str(tmp_path / "defended.png")), "name the output *.h5")
     out = tmp_path / "defended.h5"
     result = run("--json", "defend", str(store), str(out), "--model", "resnet20")
     assert result.exit_code == 0, result.output
@@ -111,6 +112,11 @@ def test_bad_inputs_are_one_line_and_write_nothing(sample_png, tmp_path):
     (tmp_path / "afile").write_text("x")
     _one_line_error(run("defend", str(sample_png), str(tmp_path / "afile" / "o.png")), "not a folder")
     _one_line_error(run("defend", str(sample_png), str(tmp_path / "o.png"), "--denoiser", "nope"), "unknown denoiser")
+    # PNG bytes under another name would mislabel the file
+    _one_line_error(run("defend", str(sample_png), str(tmp_path / "o.jpg")), "name the output *.png")
+    _one_line_error(run("defend", str(sample_png), str(tmp_path / "o.png"), "--denoiser", "advfilter-cifar10-pafilt",
+                        "--save-uncertainty", str(tmp_path / "w.tif")), "name the output *.png")
+    assert not (tmp_path / "o.jpg").exists()
     from advkit.models import create_denoiser, save_denoiser
 
     ck = save_denoiser(create_denoiser("kpn", width=4), tmp_path / "kpn")

@@ -99,14 +99,20 @@ def test_wrong_and_pickled_weights_fail_cleanly(tmp_path):
     import argparse  # any class outside torch's weights-only allowlist
 
     torch.save({"obj": argparse.Namespace(x=1)}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=r"pickles argparse\.Namespace") as refused:
         create_classifier("resnet20", weights=tmp_path / "evil.pt")
+    # one short line, not PyTorch's paragraph of advice to turn weights_only off
+    assert "\n" not in str(refused.value) and "weights_only=False" not in str(refused.value)
+    (tmp_path / "text.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint of tensors$"):
+        create_classifier("resnet20", weights=tmp_path / "text.pt")
     with pytest.raises(CheckpointError, match="not found"):
         create_classifier("resnet20", weights=tmp_path / "nope.pt")
 
 
-def test_offline_imagenet_without_weights(monkeypatch, tmp_path):
-    """No network and nothing cached: one line naming both ways to supply weights."""
+def test_offline_imagenet_without_weights(monkeypatch, tmp_path, capsys):
+    """No network and nothing cached: one line naming both ways to supply weights, and nothing
+    printed (torch.hub's own "Downloading:" line goes to stdout, the CLI's data channel)."""
     import urllib.request
 
     monkeypatch.setenv("ADVKIT_HOME", str(tmp_path))
@@ -118,6 +124,7 @@ def test_offline_imagenet_without_weights(monkeypatch, tmp_path):
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(WeightsNotFoundError, match=r"--weights FILE.*ADVKIT_HOME"):
         create_classifier("vgg16")
+    assert capsys.readouterr() == ("", "")
 
 
 def test_register_model_adds_a_name():
