@@ -67,12 +67,15 @@ def run_attack_denoise(
         if kpn_filter.arch != "kpn":
             raise UsageError(f"--denoiser must be a KPN checkpoint (G = 1); {denoiser} is {kpn_filter.arch}")
         kpn = kpn_filter.denoiser.to(device)
-    edge_model = CannyEdges(width=canny_width) if edges == "canny" else SobelEdges() if edges == "sobel" else None
-    if edge_model is None:
+    if edges not in ("sobel", "canny"):
         raise UsageError(f"unknown --edges {edges!r}; use sobel or canny")
-    attack = Pasadena(classifier, "gaussian" if gaussian else kpn, edge_model, lam=lam, theta=theta, steps=steps,
-                      alpha=alpha, kernel_step=kernel_step, variant=variant, loss=loss, refine=refine,
-                      confidence=confidence, diversity=diversity, seed=seed)
+    try:  # the constructors check their own arguments; here a bad one is the user's option
+        edge_model = CannyEdges(width=canny_width) if edges == "canny" else SobelEdges()
+        attack = Pasadena(classifier, "gaussian" if gaussian else kpn, edge_model, lam=lam, theta=theta,
+                          steps=steps, alpha=alpha, kernel_step=kernel_step, variant=variant, loss=loss,
+                          refine=refine, confidence=confidence, diversity=diversity, seed=seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
     source = open_source(data, image_size=get_model_spec(model).input_size)
     labels_all = source.labels()

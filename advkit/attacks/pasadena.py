@@ -140,6 +140,11 @@ class Pasadena(Attack):
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
         check_options(variant, loss, refine, confidence, diversity)
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        for name, value in (("alpha", alpha), ("kernel_step", kernel_step), ("weight_step", weight_step)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
         loss = loss if loss is not None else ("ce" if variant == "paper" else "margin")
         refine = refine if refine is not None else (0 if variant == "paper" else 8)
         self.loss, self.refine, self.confidence = loss, refine, float(confidence)

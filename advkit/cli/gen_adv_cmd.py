@@ -59,6 +59,7 @@ def register(app: typer.Typer) -> None:
         from advkit.attacks import FGSM, PGD, GaussianNoise
         from advkit.attacks.generate import check_eps, generate_pairs, parse_radii, parse_shard
         from advkit.data.sources import open_source, resolve_classes, select_indices
+        from advkit.data.store import check_store_name
         from advkit.errors import UsageError
         from advkit.models import create_classifier, get_model_spec
         from advkit.precision import check_precision, resolve_precision
@@ -71,6 +72,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"unknown attack {attack!r}; use pgd, fgsm or noise")
         if resume and overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
+        check_store_name(out)
         if attack_name == "noise":
             radii = check_eps(parse_float_list(sigma, "sigma"), what="sigma")
         else:

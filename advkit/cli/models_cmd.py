@@ -39,6 +39,11 @@ def register(app: typer.Typer) -> None:
         from advkit.models import get_model_spec, list_models
 
         opts = get_options(ctx, json=json_out)
+        datasets = sorted({get_model_spec(n).dataset for n in list_models()})
+        if dataset is not None and dataset not in datasets:
+            from advkit.errors import UsageError
+
+            raise UsageError(f"unknown --dataset {dataset!r}; registered: {', '.join(datasets)}")
         rows = []
         for name in list_models(dataset=dataset):
             spec = get_model_spec(name)

@@ -121,6 +121,8 @@ def register(app: typer.Typer) -> None:
             source = open_source(data, image_size=spec.input_size)
             wanted = resolve_classes(classes, source.class_names) if classes is not None else None
             indices = select_indices(source.labels(), classes=wanted, per_class=per_class, limit=limit)
+            if len(indices) == 0:
+                raise UsageError("nothing to classify: the selection from --data is empty")
             labels = source.labels()[indices]
             total = len(indices)
             batches = _source_batches(source, indices, batch_size)

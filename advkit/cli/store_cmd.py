@@ -49,10 +49,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Join the shards of one `gen-adv --shard i/n` run into one store."""
         from advkit.cli.gen_adv_cmd import _render_summary
-        from advkit.data.store import merge_stores
+        from advkit.data.store import check_store_name, merge_stores
         from advkit.errors import OutputExistsError
 
         opts = get_options(ctx, json=json_out)
+        check_store_name(out, "merge output")
         if out.exists() and not overwrite:
             raise OutputExistsError(f"{out} exists; use --overwrite to replace it")
         summary = merge_stores(out, shards, virtual=virtual)

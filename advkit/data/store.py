@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import advkit
-from advkit.errors import StoreFormatError
+from advkit.errors import StoreFormatError, UsageError
 
 FORMAT_NAME = "pairs"
 FORMAT_VERSION = 1
@@ -55,6 +55,17 @@ REQUIRED_ATTRS = (
     "seed",
     "class_names",
 )
+
+
+#: File name suffixes of pair stores: outputs must carry one, so a store never hides under another name.
+STORE_SUFFIXES = (".h5", ".hdf5")
+
+
+def check_store_name(path: str | os.PathLike[str], option: str = "--out") -> None:
+    """`UsageError` unless ``path`` ends in .h5 or .hdf5 (a store written under another name would
+    pass for another kind of file)."""
+    if Path(path).suffix.lower() not in STORE_SUFFIXES:
+        raise UsageError(f"{option} {path}: a pair store is an HDF5 file; name it *.h5")
 
 
 def quantize_delta(delta: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:

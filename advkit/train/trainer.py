@@ -86,6 +86,10 @@ class TrainConfig:
             raise UsageError("--fusion-epochs must be >= 0")
         if not self.lr > 0:
             raise UsageError("--lr must be > 0")
+        if self.width < 1:
+            raise UsageError(f"--width must be >= 1, got {self.width}")
+        if not (1 <= self.kernel_size <= 15 and self.kernel_size % 2 == 1):
+            raise UsageError(f"--kernel-size must be odd in 1..15 (the kernel-filter op's range), got {self.kernel_size}")
 
     @property
     def fusion_only(self) -> bool:

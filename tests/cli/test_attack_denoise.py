@@ -66,6 +66,9 @@ def test_attack_denoise_bad_input_is_one_line(tiny_kpn, cifar_test_npz, weights_
         (["--model", "resnet999"], "resnet999"),
         (["--loss", "hinge"], "unknown --loss"),
         (["--refine", "-1"], "--refine"),
+        (["--steps", "0"], "steps must be >= 1"),
+        (["--kernel-step", "0"], "kernel_step must be > 0"),
+        (["--edges", "canny", "--canny-width", "4"], "positive odd number"),
     ]
     for extra, needle in cases:
         args = ["attack-denoise", "--data", str(cifar_test_npz), "--model", "resnet20", "--denoiser",

@@ -33,6 +33,11 @@ def test_models_json(weights_dir):
     assert rows["resnet50"]["input_size"] == [224, 224]
 
 
+def test_models_of_an_unknown_dataset_is_an_error():
+    result = runner.invoke(app, ["models", "--dataset", "mnist"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: unknown --dataset 'mnist'; registered: cifar10")
+
+
 def test_unknown_command_is_one_line():
     result = runner.invoke(app, ["nosuch"])
     assert result.exit_code != 0

@@ -68,7 +68,7 @@ def test_defend_store(tmp_path, cifar_test_npz, weights_dir):
     store = tmp_path / "pairs.h5"
     assert run("gen-adv", "--data", str(cifar_test_npz), "--model", "resnet20", "--eps", "8/255", "--per-class", "2",
                "--steps", "5", "--out", str(store)).exit_code == 0
-    _one_line_error(run("defend", str(store), str(tmp_path / "defended.png")), "name the output *.h5")
+    _one_line_error(run("defend", str(store), str(tmp_path / "defended.png")), "name it *.h5")
     out = tmp_path / "defended.h5"
     result = run("--json", "defend", str(store), str(out), "--model", "resnet20")
     assert result.exit_code == 0, result.output

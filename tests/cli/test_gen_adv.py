@@ -114,7 +114,10 @@ def test_shards_merge_to_the_unsharded_store(tmp_path, cifar_test_npz, weights_d
     for i in range(3):
         r = run(*common, "--shard", f"{i}/3", "--out", str(tmp_path / f"s{i}.h5"))
         assert r.exit_code == 0, r.output
-    r = run("store", "merge", str(tmp_path / "merged.h5"), *(str(tmp_path / f"s{i}.h5") for i in (1, 2, 0)))
+    # the merged store is named as a store
+    shards = [str(tmp_path / f"s{i}.h5") for i in (1, 2, 0)]
+    _assert_one_line_error(run("store", "merge", str(tmp_path / "merged"), *shards), "name it *.h5")
+    r = run("store", "merge", str(tmp_path / "merged.h5"), *shards)
     assert r.exit_code == 0, r.output
     with PairStore(tmp_path / "full.h5") as a, PairStore(tmp_path / "merged.h5") as b:
         assert np.array_equal(a.raw(slice(None))[1], b.raw(slice(None))[1])
@@ -179,6 +182,11 @@ def test_unknown_dataset_and_existing_output(tmp_path, cifar_test_npz, weights_d
             "--out", str(out), "--resume")
     _assert_one_line_error(r, "not a readable HDF5")
     assert out.read_bytes() == b"precious"
+    # a store only under a store's name
+    r = run("gen-adv", "--data", str(cifar_test_npz), "--model", "resnet20", "--eps", "1e-3", "--limit", "2",
+            "--out", str(tmp_path / "pairs.png"))
+    _assert_one_line_error(r, "name it *.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.h5"]
 
 
 def test_store_info_on_bad_files(tmp_path):

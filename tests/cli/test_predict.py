@@ -158,3 +158,4 @@ def test_usage_errors(tmp_path, cifar_pngs):
     assert_one_error_line(run("predict", cifar_pngs[0][0], "-m", "resnet20", "--limit", "3"), "need --data")
     assert_one_error_line(run("predict", cifar_pngs[0][0], "-m", "resnet20", "--top-k", "0"), "--top-k")
     assert_one_error_line(run("predict", "--data", tmp_path / "nowhere", "-m", "resnet20"), "no such file or folder")
+    assert_one_error_line(run("predict", "--data", "sample", "-m", "resnet20", "--limit", "0"), "selection from --data is empty")

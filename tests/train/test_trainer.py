@@ -220,6 +220,15 @@ def test_bad_fusion_loss(tiny_store, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.parametrize("option, needle", [({"width": 0}, "--width"), ({"kernel_size": 4}, "--kernel-size"),
+                                             ({"kernel_size": 17}, "--kernel-size")])
+def test_bad_shape_options_fail_before_out_is_made(tiny_store, tmp_path, option, needle):
+    config = {"arch": "unet-filt", "train": str(tiny_store), "out": str(tmp_path / "s"), "width": 4, **option}
+    with pytest.raises(UsageError, match=needle):
+        train_denoiser(TrainConfig(**config))
+    assert not (tmp_path / "s").exists()
+
+
 def test_freezing_the_fusion_net_leaves_its_stage_nothing_to_train(tiny_store, tmp_path, weights_dir):
     with pytest.raises(UsageError, match="nothing to train in the fusion stage"):
         train_denoiser(TrainConfig(arch="pafilt", model="resnet20", train=str(tiny_store), out=str(tmp_path / "f"),
