@@ -18,14 +18,30 @@ def as_eps_tensor(eps: float | torch.Tensor, batch: int, like: torch.Tensor) -> 
         t = t.expand(batch)
     if t.shape != (batch,):
         raise ValueError(f"eps must be a scalar or shape ({batch},), got {tuple(t.shape)}")
+    if batch and not bool(((t >= 0) & (t <= 1)).all()):  # also catches NaN
+        raise ValueError(f"eps must lie in [0, 1] on the [0, 1] pixel scale (8/255, not 8), got "
+                         f"{', '.join(f'{v:g}' for v in t.unique()[:4].tolist())}")
     return t.view(batch, 1, 1, 1)
 
 
+# Float rounding may put a value a hair outside [0, 1]; further out is the wrong scale (0..255, or
+# images normalized for the model, which advkit's classifiers do inside).
+_RANGE_SLACK = 1e-6
+
+
 def check_images(images: torch.Tensor) -> None:
+    """A float (B, C, H, W) tensor with values in [0, 1]; else a `ValueError` naming what is wrong."""
     if images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
+    if images.numel() == 0:
+        return
+    with torch.no_grad():
+        lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+    if not (-_RANGE_SLACK <= lo and hi <= 1 + _RANGE_SLACK):  # also catches NaN
+        hint = " (0..255 images? divide by 255)" if hi > 2 else ""
+        raise ValueError(f"images must lie in [0, 1], found values in [{lo:.6g}, {hi:.6g}]{hint}")
 
 
 class Attack(nn.Module):

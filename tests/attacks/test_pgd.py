@@ -66,6 +66,17 @@ def test_attack_input_errors(tiny):
         PGD(tiny, steps=1)(torch.rand(3, 8, 8), torch.tensor([0]))
     with pytest.raises(ValueError, match="labels must have shape"):
         FGSM(tiny)(torch.rand(2, 3, 8, 8), torch.tensor([0, 1, 2]))
+    # the wrong scale fails loudly instead of attacking nonsense
+    with pytest.raises(ValueError, match=r"eps must lie in \[0, 1\].*got 8$"):
+        PGD(tiny, eps=8, steps=1)(torch.rand(2, 3, 8, 8))
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="eps must lie in"):
+            FGSM(tiny)(torch.rand(2, 3, 8, 8), eps=torch.tensor([0.01, bad]))
+    with pytest.raises(ValueError, match=r"found values in .*divide by 255"):
+        PGD(tiny, steps=1)(torch.rand(2, 3, 8, 8) * 255)
+    with pytest.raises(ValueError, match="must lie in"):
+        FGSM(tiny)(torch.rand(2, 3, 8, 8) - 0.5)
+    assert FGSM(tiny, eps=0.0)(x := torch.rand(2, 3, 8, 8)).equal(x)  # eps 0 is a valid no-op
 
 
 def test_fgsm_is_one_signed_step(tiny):
