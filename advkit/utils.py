@@ -99,3 +99,19 @@ def parse_float_list(text: str, what: str = "value") -> list[float]:
     if not values:
         raise UsageError(f"no {what} given")
     return values
+
+
+# Float rounding may put a value a hair outside [0, 1]; further out is the wrong scale (0..255, or
+# images normalized for the model, which advkit's classifiers do inside).
+_UNIT_RANGE_SLACK = 1e-6
+
+
+def check_unit_range(images: torch.Tensor, what: str = "images") -> None:
+    """`ValueError` unless every value of ``images`` lies in [0, 1] (NaN fails too); empty passes."""
+    if images.numel() == 0:
+        return
+    with torch.no_grad():
+        lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+    if not (-_UNIT_RANGE_SLACK <= lo and hi <= 1 + _UNIT_RANGE_SLACK):
+        hint = " (0..255 images? divide by 255)" if hi > 2 else ""
+        raise ValueError(f"{what} must lie in [0, 1], found values in [{lo:.6g}, {hi:.6g}]{hint}")

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkit.precision import check_precision, precision_scope
+from advkit.utils import check_unit_range
 
 
 def as_eps_tensor(eps: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -24,24 +25,13 @@ def as_eps_tensor(eps: float | torch.Tensor, batch: int, like: torch.Tensor) -> 
     return t.view(batch, 1, 1, 1)
 
 
-# Float rounding may put a value a hair outside [0, 1]; further out is the wrong scale (0..255, or
-# images normalized for the model, which advkit's classifiers do inside).
-_RANGE_SLACK = 1e-6
-
-
 def check_images(images: torch.Tensor) -> None:
     """A float (B, C, H, W) tensor with values in [0, 1]; else a `ValueError` naming what is wrong."""
     if images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
-    if images.numel() == 0:
-        return
-    with torch.no_grad():
-        lo, hi = (float(v) for v in torch.aminmax(images.detach()))
-    if not (-_RANGE_SLACK <= lo and hi <= 1 + _RANGE_SLACK):  # also catches NaN
-        hint = " (0..255 images? divide by 255)" if hi > 2 else ""
-        raise ValueError(f"images must lie in [0, 1], found values in [{lo:.6g}, {hi:.6g}]{hint}")
+    check_unit_range(images)
 
 
 class Attack(nn.Module):

@@ -83,6 +83,9 @@ def test_create_defense_shares_one_interface(name):
         y = d(x)
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
     assert is_differentiable(d) == (name not in ("jpeg", "bitdepth", "tvm"))
+    if name != "none":  # images on the wrong scale are refused, not clamped into nonsense
+        with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*divide by 255"):
+            d(x * 255)
 
 
 def test_bpda_gradient_is_identity():
