@@ -41,19 +41,39 @@ class Attack(nn.Module):
         model: classifier over [0, 1] NCHW images returning logits.
         precision: ``fp32`` (strict), ``tf32`` or ``bf16`` for the model's forward/backward.
         channels_last: run the model on channels_last tensors (faster convolutions on GPUs).
+        targeted: the labels given to ``forward`` are target classes, and the attack descends their
+            cross-entropy instead of ascending the true class's (torchattacks' targeted mode, ART's
+            ``targeted=True``); see `advkit.attacks.targets` for random or least-likely targets.
 
     ``forward(images, labels)``: images (B, C, H, W) float in [0, 1], labels (B,) int64 (None:
-    the model's own predictions) → adversarial images, same shape, in [0, 1].
+    the model's own predictions; a targeted attack needs them) → adversarial images, same shape, in
+    [0, 1].
     """
 
     name = "attack"
     eps: float | None = None  # the default L∞ radius of the attacks that have one
+    supports_targeted = True  # False where the objective is not a class's cross-entropy
 
-    def __init__(self, model: nn.Module, *, precision: str = "fp32", channels_last: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, *, precision: str = "fp32", channels_last: bool = False, targeted: bool = False
+    ) -> None:
         super().__init__()
+        if targeted and not self.supports_targeted:
+            raise ValueError(f"{self.name} has no targeted mode")
         self.model = model
         self.precision = check_precision(precision)
         self.channels_last = channels_last
+        self.targeted = bool(targeted)
+
+    def attack_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The summed loss every step ascends: CE of the true labels, or −CE of the targets."""
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+        return -loss if self.targeted else loss
+
+    def succeeded(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: the prediction left the true label, or reached the target."""
+        hit = logits.argmax(1) == labels
+        return hit if self.targeted else ~hit
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """The model's fp32 logits for ``images`` computed in the attack's precision."""
@@ -64,11 +84,10 @@ class Attack(nn.Module):
         return out.float()
 
     def input_gradient(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(∇_x Σ CE(model(x), y), logits) for a detached ``images`` batch."""
+        """(∇_x of `attack_loss`, logits) for a detached ``images`` batch."""
         x = images.detach().requires_grad_(True)
         logits = self.logits(x)
-        loss = F.cross_entropy(logits, labels, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
+        (grad,) = torch.autograd.grad(self.attack_loss(logits, labels), x)
         return grad, logits.detach()
 
     @torch.no_grad()
@@ -77,6 +96,8 @@ class Attack(nn.Module):
 
     def resolve_labels(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if labels is None:
+            if self.targeted:
+                raise ValueError(f"targeted {self.name} needs target labels (see advkit.attacks.targets)")
             return self.predict(images)
         labels = torch.as_tensor(labels, device=images.device).long()
         if labels.shape != (images.shape[0],):
@@ -100,4 +121,7 @@ class Attack(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """The attack's full configuration, as recorded in stores and results (JSON-able)."""
-        return {"name": self.name, "precision": self.precision, "channels_last": self.channels_last}
+        config: dict[str, Any] = {"name": self.name, "precision": self.precision, "channels_last": self.channels_last}
+        if self.supports_targeted:
+            config["targeted"] = self.targeted
+        return config

@@ -45,7 +45,8 @@ class DenoiseThenAttack(Attack):
             raise TypeError(f"denoiser must be callable, got {type(denoiser).__name__}")
         if not isinstance(attack, Attack):
             raise TypeError(f"attack must be an advkit Attack, got {type(attack).__name__}")
-        super().__init__(attack.model, precision=attack.precision, channels_last=attack.channels_last)
+        super().__init__(attack.model, precision=attack.precision, channels_last=attack.channels_last,
+                         targeted=attack.targeted)
         self.denoiser = denoiser
         self.attack = attack
         if isinstance(denoiser, nn.Module) and _has_training_mode_layers(denoiser):

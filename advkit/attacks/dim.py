@@ -1,4 +1,4 @@
-"""Diverse-inputs method (Xie et al., 2019), momentum version (M-DI²-FGSM), L∞, untargeted."""
+"""Diverse-inputs method (Xie et al., 2019), momentum version (M-DI²-FGSM), L∞ (untargeted or targeted)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fast gradient sign method (Goodfellow et al., 2015), L∞, untargeted."""
+"""Fast gradient sign method (Goodfellow et al., 2015), L∞ (untargeted or targeted)."""
 
 from __future__ import annotations
 
@@ -41,4 +41,4 @@ class FGSM(Attack):
         return (x0 + eps_t * self.transform_gradient(grad).sign()).clamp(0, 1).detach()
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "norm": "linf", "eps": self.eps, "loss": "cross_entropy", "targeted": False}
+        return {**super().config(), "norm": "linf", "eps": self.eps, "loss": "cross_entropy"}

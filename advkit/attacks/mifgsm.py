@@ -1,11 +1,10 @@
-"""Momentum iterative FGSM (Dong et al., 2018), L∞, untargeted; the loop DIM and the TI variants share."""
+"""Momentum iterative FGSM (Dong et al., 2018), L∞ (untargeted or targeted); the loop DIM and the TI variants share."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from advkit.attacks.base import Attack, as_eps_tensor
@@ -71,11 +70,10 @@ class MIFGSM(Attack):
         return grad
 
     def loss_gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """∇_x Σ CE(model(transform_input(x)), y) at ``images`` (detached), float32."""
+        """∇_x of `attack_loss` (±Σ CE) of model(transform_input(x)) at ``images`` (detached), float32."""
         x = images.detach().requires_grad_(True)
         logits = self.logits(self.transform_input(x))
-        loss = F.cross_entropy(logits, labels, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
+        (grad,) = torch.autograd.grad(self.attack_loss(logits, labels), x)
         return grad
 
     def forward(
@@ -111,5 +109,4 @@ class MIFGSM(Attack):
             "decay": self.decay,
             "gradient_normalization": "mean_abs",
             "loss": "cross_entropy",
-            "targeted": False,
         }

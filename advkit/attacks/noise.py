@@ -18,6 +18,7 @@ class GaussianNoise(Attack):
     """
 
     name = "noise"
+    supports_targeted = False
 
     def __init__(self, model: nn.Module | None = None, sigma: float = 0.1, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(model if model is not None else nn.Identity(), **kwargs)

@@ -112,6 +112,7 @@ class Pasadena(Attack):
     """
 
     name = "pasadena"
+    supports_targeted = False
 
     def __init__(
         self,

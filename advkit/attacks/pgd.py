@@ -23,8 +23,8 @@ class PGD(Attack):
             cannot cross the ball from its random start, so scale it for short runs (the bench's
             adaptive attack uses 2.5 / steps).
         random_start: start from a uniform point in the eps-ball.
-        early_stop: stop updating images the model already misclassifies (off by default, so every
-            image gets the full ``steps``).
+        early_stop: stop updating images the attack already succeeded on (misclassified, or at
+            their target when ``targeted``); off by default, so every image gets the full ``steps``.
         seed: seeds the random start when ``forward`` gets no explicit ``init``.
 
     ``forward(images, labels, eps=None, init=None)``: images (B, C, H, W) in [0, 1]; labels (B,)
@@ -83,7 +83,7 @@ class PGD(Attack):
         for _ in range(self.steps):
             grad, logits = self.input_gradient(x[active], labels[active])
             if self.early_stop:
-                still = logits.argmax(1) == labels[active]
+                still = ~self.succeeded(logits, labels[active])
                 active, grad = active[still], grad[still]
                 if active.numel() == 0:
                     break
@@ -104,5 +104,4 @@ class PGD(Attack):
             "random_start": self.random_start,
             "early_stop": self.early_stop,
             "loss": "cross_entropy",
-            "targeted": False,
         }

@@ -1,4 +1,4 @@
-"""Translation-invariant FGSM (Dong et al., 2019), one step, L∞, untargeted."""
+"""Translation-invariant FGSM (Dong et al., 2019), one step, L∞ (untargeted or targeted)."""
 
 from __future__ import annotations
 

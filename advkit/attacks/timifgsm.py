@@ -1,4 +1,4 @@
-"""Translation-invariant MI-FGSM (Dong et al., 2019), L∞, untargeted."""
+"""Translation-invariant MI-FGSM (Dong et al., 2019), L∞ (untargeted or targeted)."""
 
 from __future__ import annotations
 
