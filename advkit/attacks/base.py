@@ -12,15 +12,16 @@ from advkit.precision import check_precision, precision_scope
 from advkit.utils import check_unit_range
 
 
-def as_eps_tensor(eps: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """eps as a float32 (B, 1, 1, 1) tensor on ``like``'s device; a scalar is broadcast to the batch."""
+def as_eps_tensor(eps: float | torch.Tensor, batch: int, like: torch.Tensor, upper: float = 1.0) -> torch.Tensor:
+    """eps as a float32 (B, 1, 1, 1) tensor on ``like``'s device; a scalar is broadcast to the batch.
+    Every value must lie in [0, ``upper``] (1 for L∞ radii on the [0, 1] scale)."""
     t = torch.as_tensor(eps, dtype=torch.float32, device=like.device)
     if t.ndim == 0:
         t = t.expand(batch)
     if t.shape != (batch,):
         raise ValueError(f"eps must be a scalar or shape ({batch},), got {tuple(t.shape)}")
-    if batch and not bool(((t >= 0) & (t <= 1)).all()):  # also catches NaN
-        raise ValueError(f"eps must lie in [0, 1] on the [0, 1] pixel scale (8/255, not 8), got "
+    if batch and not bool(((t >= 0) & (t <= upper)).all()):  # also catches NaN
+        raise ValueError(f"eps must lie in [0, {upper:g}] on the [0, 1] pixel scale (8/255, not 8), got "
                          f"{', '.join(f'{v:g}' for v in t.unique()[:4].tolist())}")
     return t.view(batch, 1, 1, 1)
 
@@ -53,6 +54,7 @@ class Attack(nn.Module):
     name = "attack"
     eps: float | None = None  # the default L∞ radius of the attacks that have one
     supports_targeted = True  # False where the objective is not a class's cross-entropy
+    max_eps = 1.0  # the largest radius that means anything: L∞ on [0, 1] images
 
     def __init__(
         self, model: nn.Module, *, precision: str = "fp32", channels_last: bool = False, targeted: bool = False
@@ -117,7 +119,7 @@ class Attack(nn.Module):
         radius = self.eps if eps is None else eps
         if radius is None:
             raise ValueError(f"{self.name}: no eps given and the attack has no default radius")
-        return x0, self.resolve_labels(x0, labels), as_eps_tensor(radius, x0.shape[0], x0)
+        return x0, self.resolve_labels(x0, labels), as_eps_tensor(radius, x0.shape[0], x0, self.max_eps)
 
     def config(self) -> dict[str, Any]:
         """The attack's full configuration, as recorded in stores and results (JSON-able)."""

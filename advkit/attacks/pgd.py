@@ -71,7 +71,7 @@ class PGD(Attack):
 
         if self.random_start:
             if init is None:
-                init = torch.rand(x0.shape, generator=self._generator) * 2 - 1
+                init = self.draw_start(x0.shape)
             init = init.to(x0.device, torch.float32)
             if init.shape != x0.shape:
                 raise ValueError(f"init must have shape {tuple(x0.shape)}, got {tuple(init.shape)}")
@@ -87,11 +87,23 @@ class PGD(Attack):
                 active, grad = active[still], grad[still]
                 if active.numel() == 0:
                     break
-            xa = x[active] + step[active] * grad.sign()
-            lo = x0[active] - eps_t[active]
-            hi = x0[active] + eps_t[active]
-            x[active] = torch.minimum(torch.maximum(xa, lo), hi).clamp(0, 1)
+            xa = x[active] + step[active] * self.ascent_direction(grad)
+            x[active] = self.project(xa, x0[active], eps_t[active])
         return x.detach()
+
+    # The three places where the norm shows; `PGDL2` overrides them.
+
+    def draw_start(self, shape: torch.Size) -> torch.Tensor:
+        """Random start offsets in units of eps (CPU, from the attack's generator): U(−1, 1)."""
+        return torch.rand(shape, generator=self._generator) * 2 - 1
+
+    def ascent_direction(self, grad: torch.Tensor) -> torch.Tensor:
+        """The steepest-ascent direction of unit L∞ norm: the gradient's sign."""
+        return grad.sign()
+
+    def project(self, x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
+        """``x`` clipped to the L∞ ball of radius eps around ``x0`` and to [0, 1]."""
+        return torch.minimum(torch.maximum(x, x0 - eps_t), x0 + eps_t).clamp(0, 1)
 
     def config(self) -> dict[str, Any]:
         return {
