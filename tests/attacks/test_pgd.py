@@ -8,22 +8,6 @@ from advkit.attacks import FGSM, PGD, GaussianNoise
 from advkit.models import create_classifier
 
 
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).relu().mean((2, 3)))
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return TinyNet().eval()
-
-
 def test_pgd_stays_in_ball_and_range_with_per_sample_eps(tiny):
     x = torch.rand(6, 3, 9, 7)
     eps = torch.tensor([1e-4, 1e-3, 1e-2, 0.1, 0.3, 0.5])

@@ -10,22 +10,6 @@ from advkit.attacks import PGD, PGDL2, random_targets
 from advkit.models import create_classifier
 
 
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).relu().mean((2, 3)))
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return TinyNet().eval()
-
-
 def _l2(x):
     return x.flatten(1).norm(dim=1)
 

@@ -24,22 +24,6 @@ from advkit.attacks import (
 from advkit.models import create_classifier
 
 
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).relu().mean((2, 3)))
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return TinyNet().eval()
-
-
 def test_targeted_fgsm_steps_down_the_targets_loss(tiny):
     x = torch.rand(8, 3, 12, 12) * 0.8 + 0.1
     target = torch.arange(8) % 4

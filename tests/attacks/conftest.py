@@ -1,0 +1,23 @@
+"""A tiny classifier for the attacks' unit tests (4 classes, any image size)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return TinyNet().eval()
