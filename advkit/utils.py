@@ -101,17 +101,25 @@ def parse_float_list(text: str, what: str = "value") -> list[float]:
     return values
 
 
-# Float rounding may put a value a hair outside [0, 1]; further out is the wrong scale (0..255, or
-# images normalized for the model, which advkit's classifiers do inside).
-_UNIT_RANGE_SLACK = 1e-6
+# Values a hair outside [0, upper] come from float rounding (x / 255 * 255, a filter's output);
+# anything further out is a caller passing the wrong scale (0..255, or images normalized for a model,
+# which advkit's classifiers do inside).
+_RANGE_SLACK = 1e-6
 
 
-def check_unit_range(images: torch.Tensor, what: str = "images") -> None:
-    """`ValueError` unless every value of ``images`` lies in [0, 1] (NaN fails too); empty passes."""
+def check_value_range(
+    images: torch.Tensor, what: str = "images", upper: float = 1.0, hint: str = " (0..255 images? divide by 255)"
+) -> None:
+    """`ValueError` unless every value of ``images`` lies in [0, ``upper``] (relative slack 1e-6);
+    NaN is refused with its own message; an empty tensor passes. ``hint`` ends the message when the
+    values reach past twice ``upper``."""
     if images.numel() == 0:
         return
     with torch.no_grad():
         lo, hi = (float(v) for v in torch.aminmax(images.detach()))
-    if not (-_UNIT_RANGE_SLACK <= lo and hi <= 1 + _UNIT_RANGE_SLACK):
-        hint = " (0..255 images? divide by 255)" if hi > 2 else ""
-        raise ValueError(f"{what} must lie in [0, 1], found values in [{lo:.6g}, {hi:.6g}]{hint}")
+    if lo != lo or hi != hi:  # NaN compares unequal to itself
+        raise ValueError(f"{what} contains NaN")
+    slack = _RANGE_SLACK * upper
+    if lo < -slack or hi > upper + slack:
+        raise ValueError(f"{what} must lie in [0, {upper:g}], found values in [{lo:.6g}, {hi:.6g}]"
+                         f"{hint if hi > 2 * upper else ''}")

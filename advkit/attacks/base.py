@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkit.precision import check_precision, precision_scope
-from advkit.utils import check_unit_range
+from advkit.utils import check_value_range
 
 
 def as_eps_tensor(eps: float | torch.Tensor, batch: int, like: torch.Tensor, upper: float = 1.0) -> torch.Tensor:
@@ -32,7 +32,7 @@ def check_images(images: torch.Tensor) -> None:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
-    check_unit_range(images)
+    check_value_range(images)
 
 
 class Attack(nn.Module):

@@ -16,7 +16,7 @@ from advkit.attacks.edges import CannyEdges, SobelEdges
 from advkit.attacks.pasadena import VARIANTS, Pasadena, check_options
 from advkit.data.images import write_png
 from advkit.data.sources import open_source, select_indices
-from advkit.data.store import PairStoreWriter, quantize_delta
+from advkit.data.store import STORE_SUFFIXES, PairStoreWriter, quantize_delta
 from advkit.errors import OutputExistsError, UsageError
 from advkit.models import create_classifier, get_model_spec
 from advkit.utils import atomic_path, parse_float_list, split_list
@@ -47,7 +47,7 @@ def run_attack_denoise(
         raise UsageError(f"--sigma {sigma:g} is out of range [0, 1]")
     if not 0 <= lam <= 1:
         raise UsageError(f"--lam {lam:g} is out of range [0, 1]")
-    to_folder = out.suffix.lower() not in (".h5", ".hdf5")
+    to_folder = out.suffix.lower() not in STORE_SUFFIXES
     if save_png and not to_folder:
         raise UsageError("--save-png needs --out to be a folder")
     if out.exists() and not overwrite and (not to_folder or any(out.iterdir())):

@@ -9,6 +9,7 @@ from torch import nn
 
 from advkit.attacks.pgd import PGD
 
+
 def _per_sample_l2(x: torch.Tensor) -> torch.Tensor:
     """(B, 1, 1, 1) L2 norm of each sample of ``x`` (B, ...)."""
     return x.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (x.ndim - 1)))
@@ -74,7 +75,7 @@ class PGDL2(PGD):
     def project(self, x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
         delta = x - x0
         norm = _per_sample_l2(delta)
-        scale = torch.where(norm > eps_t, eps_t / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.ones_like(norm))
+        scale = torch.where(norm > eps_t, eps_t / norm, torch.ones_like(norm))  # norm > 0 where it is used
         return (x0 + delta * scale).clamp(0, 1)
 
     def config(self) -> dict[str, Any]:

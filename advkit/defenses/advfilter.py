@@ -10,7 +10,7 @@ from torch import nn
 
 from advkit.models.checkpoint import load_denoiser, read_checkpoint_record
 from advkit.models.denoisers import Denoiser, MultiHeadFiltDenoiser, PAFilt
-from advkit.utils import check_unit_range
+from advkit.utils import check_value_range
 
 
 class AdvFilter(nn.Module):
@@ -54,7 +54,7 @@ class AdvFilter(nn.Module):
         return self.denoiser.arch
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        check_unit_range(images)
+        check_value_range(images)
         return self.denoiser(images, clamp=True)
 
     def forward_all(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from advkit.data.images import IMAGE_EXTENSIONS, read_image, write_png
-from advkit.data.store import PairStore, PairStoreWriter, check_store_name, quantize_delta
+from advkit.data.store import STORE_SUFFIXES, PairStore, PairStoreWriter, check_store_name, quantize_delta
 from advkit.defenses.advfilter import AdvFilter
 from advkit.errors import DataSourceError, ImageReadError, OutputError, OutputExistsError
 from advkit.utils import atomic_path
@@ -183,7 +183,7 @@ def defend_path(
         if dst.exists() and not dst.is_dir():
             raise OutputError(f"{dst} exists and is not a folder (the input is a folder)")
         return defend_folder(advfilter, src, dst, device=device, tile=tile, on_progress=on_progress)
-    if src.suffix.lower() in (".h5", ".hdf5"):
+    if src.suffix.lower() in STORE_SUFFIXES:
         check_store_name(dst, "defend output")
         if dst.exists() and not overwrite:
             raise OutputExistsError(f"{dst} exists; use --overwrite to replace it")

@@ -22,7 +22,7 @@ from torch import nn
 
 from advkit.defenses.jpeg_approx import differentiable_jpeg
 from advkit.defenses.tvm_approx import art_tvm_masks, numpy_global_seed, tv_minimize_unrolled
-from advkit.utils import check_unit_range
+from advkit.utils import check_value_range
 
 
 class _BPDA(torch.autograd.Function):
@@ -81,7 +81,7 @@ class ARTInputDefense(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"{self.name}: expected images (B, 3, H, W), got {tuple(images.shape)}")
-        check_unit_range(images, f"{self.name}: images")
+        check_value_range(images, f"{self.name}: images")
         if torch.is_grad_enabled() and images.requires_grad:
             return _BPDA.apply(images, self)
         return self.transform(images)
@@ -144,7 +144,7 @@ class SmoothingDefense(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"{self.name}: expected images (B, 3, H, W), got {tuple(images.shape)}")
-        check_unit_range(images, f"{self.name}: images")
+        check_value_range(images, f"{self.name}: images")
         r = self.window_size // 2
         if r == 0:
             return images

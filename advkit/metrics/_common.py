@@ -6,11 +6,9 @@ from typing import Literal
 
 import torch
 
-Reduction = Literal["none", "mean"]
+from advkit.utils import check_value_range
 
-# Values a hair outside [0, data_range] come from float rounding (x / 255 * 255, a filter's
-# output); anything further out is a caller passing the wrong scale (0..255, normalized input).
-_RANGE_SLACK = 1e-6
+Reduction = Literal["none", "mean"]
 
 
 def check_images(x: torch.Tensor, name: str, data_range: float, what: str) -> None:
@@ -25,17 +23,7 @@ def check_images(x: torch.Tensor, name: str, data_range: float, what: str) -> No
         )
     if x.numel() == 0:
         raise ValueError(f"{what}: {name} is empty, shape {tuple(x.shape)}")
-    with torch.no_grad():
-        lo, hi = torch.aminmax(x.detach())
-        lo, hi = float(lo), float(hi)
-    if lo != lo or hi != hi:  # NaN compares unequal to itself
-        raise ValueError(f"{what}: {name} contains NaN")
-    slack = _RANGE_SLACK * data_range
-    if lo < -slack or hi > data_range + slack:
-        hint = " (0..255 images? divide by 255 or set data_range)" if hi > 2 * data_range else ""
-        raise ValueError(
-            f"{what}: {name} must lie in [0, {data_range:g}], found values in [{lo:.6g}, {hi:.6g}]{hint}"
-        )
+    check_value_range(x, f"{what}: {name}", data_range, hint=" (0..255 images? divide by 255 or set data_range)")
 
 
 def check_pair(x: torch.Tensor, y: torch.Tensor, data_range: float, what: str) -> None:
