@@ -101,9 +101,21 @@ class Attack(nn.Module):
             if self.targeted:
                 raise ValueError(f"targeted {self.name} needs target labels (see advkit.attacks.targets)")
             return self.predict(images)
-        labels = torch.as_tensor(labels, device=images.device).long()
+        labels = torch.as_tensor(labels, device=images.device)
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+        labels = labels.long()
+        if labels.numel():
+            # On CUDA an out-of-range class in cross_entropy is a device-side assert that poisons the
+            # process, so check here, with the class count from one image's logits.
+            with torch.no_grad():
+                classes = self.logits(images[:1].detach().float()).shape[1]
+            low, high = labels.min().item(), labels.max().item()
+            if low < 0 or high >= classes:
+                bad = low if low < 0 else high
+                raise ValueError(f"labels must lie in [0, {classes}) for a model of {classes} classes, got {bad}")
         return labels
 
     def prepare(

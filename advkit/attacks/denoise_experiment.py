@@ -14,12 +14,15 @@ import torch
 from advkit.attacks.denoise_attack import METHODS, image_quality, noisy_inputs, run_method, summarize
 from advkit.attacks.edges import CannyEdges, SobelEdges
 from advkit.attacks.pasadena import VARIANTS, Pasadena, check_options
-from advkit.data.images import write_png
+from advkit.data.images import IMAGE_EXTENSIONS, write_png
 from advkit.data.sources import open_source, select_indices
 from advkit.data.store import STORE_SUFFIXES, PairStoreWriter, quantize_delta
 from advkit.errors import OutputExistsError, UsageError
 from advkit.models import create_classifier, get_model_spec
 from advkit.utils import atomic_path, parse_float_list, split_list
+
+# suffixes that name a single file, never the output folder
+OTHER_FILE_SUFFIXES = frozenset({".txt", ".json", ".csv", ".npz", ".npy", ".pt", ".pth", ".safetensors"})
 
 
 def run_attack_denoise(
@@ -48,6 +51,9 @@ def run_attack_denoise(
     if not 0 <= lam <= 1:
         raise UsageError(f"--lam {lam:g} is out of range [0, 1]")
     to_folder = out.suffix.lower() not in STORE_SUFFIXES
+    if to_folder and (out.is_file() or out.suffix.lower() in IMAGE_EXTENSIONS | OTHER_FILE_SUFFIXES):
+        # a name like ad.txt or ad.png would otherwise become a folder of stores under a file's name
+        raise UsageError(f"--out {out}: give a pair store (*.h5) or a folder")
     if save_png and not to_folder:
         raise UsageError("--save-png needs --out to be a folder")
     if out.exists() and not overwrite and (not to_folder or any(out.iterdir())):

@@ -50,6 +50,13 @@ def test_attack_input_errors(tiny):
         PGD(tiny, steps=1)(torch.rand(3, 8, 8), torch.tensor([0]))
     with pytest.raises(ValueError, match="labels must have shape"):
         FGSM(tiny)(torch.rand(2, 3, 8, 8), torch.tensor([0, 1, 2]))
+    # classes outside the model's logits: a ValueError, not cross_entropy's (on CUDA) device assert
+    n_classes = tiny(torch.rand(1, 3, 8, 8)).shape[1]
+    for bad in (n_classes, -1):
+        with pytest.raises(ValueError, match=rf"labels must lie in \[0, {n_classes}\).*got {bad}$"):
+            PGD(tiny, steps=1)(torch.rand(2, 3, 8, 8), torch.tensor([0, bad]))
+    with pytest.raises(ValueError, match="integer class indices"):
+        FGSM(tiny)(torch.rand(2, 3, 8, 8), torch.tensor([0.0, 1.0]))
     # the wrong scale fails loudly instead of attacking nonsense
     with pytest.raises(ValueError, match=r"eps must lie in \[0, 1\].*got 8$"):
         PGD(tiny, eps=8, steps=1)(torch.rand(2, 3, 8, 8))

@@ -69,6 +69,8 @@ def test_attack_denoise_bad_input_is_one_line(tiny_kpn, cifar_test_npz, weights_
         (["--steps", "0"], "steps must be >= 1"),
         (["--kernel-step", "0"], "kernel_step must be > 0"),
         (["--edges", "canny", "--canny-width", "4"], "positive odd number"),
+        (["--out", str(tmp_path / "ad.txt")], "a pair store (*.h5) or a folder"),
+        (["--out", str(tmp_path / "ad.png")], "a pair store (*.h5) or a folder"),
     ]
     for extra, needle in cases:
         args = ["attack-denoise", "--data", str(cifar_test_npz), "--model", "resnet20", "--denoiser",
@@ -79,3 +81,4 @@ def test_attack_denoise_bad_input_is_one_line(tiny_kpn, cifar_test_npz, weights_
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr
         assert not (tmp_path / "x.h5").exists()
+    assert not (tmp_path / "ad.txt").exists() and not (tmp_path / "ad.png").exists()
