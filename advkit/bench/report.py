@@ -21,6 +21,16 @@ def _step_text(cfg: dict[str, Any]) -> str:
     return f"eps/{1 / rel:.3g}"
 
 
+def adaptive_attack_label(cfg: dict[str, Any], steps: int | None = None) -> str:
+    """'PGD-40 (step eps/16)' or 'APGD-DLR-40' for the adaptive attack of a report's config
+    (``steps`` instead of the configured count: the sanity check's)."""
+    name = cfg.get("adaptive_attack", "pgd")
+    count = cfg["adaptive_steps"] if steps is None else steps
+    if name == "pgd":
+        return f"PGD-{count}" + (f" (step {_step_text(cfg)})" if steps is None else "")
+    return f"{name.upper()}-{count}"
+
+
 def _write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -87,11 +97,11 @@ def markdown(report: dict[str, Any]) -> str:
               f"seed {cfg['seed']}; wall time of this invocation {report['wall_time_s']:.0f} s; advkit {report['versions']['advkit']}.", ""]
     titles = {
         "oblivious": f"Oblivious: PGD-{cfg['steps']} on the bare classifier, then the defense. Accuracy (%).",
-        "adaptive": (f"Adaptive: PGD-{cfg['adaptive_steps']} (step {_step_text(cfg)}) through defense ∘ classifier (exact gradients, "
+        "adaptive": (f"Adaptive: {adaptive_attack_label(cfg)} through defense ∘ classifier (exact gradients, "
                      f"or BPDA where a defense is not differentiable: the gradient column says which "
-                     f"stand-in). Accuracy (%). Sanity: accuracy under unbounded PGD-"
-                     f"{cfg['sanity_steps']} (eps = 1); 'gradient masked' means the attack could not follow "
-                     "the gradient and the row is not a robustness bound."),
+                     f"stand-in). Accuracy (%). Sanity: accuracy under unbounded "
+                     f"{adaptive_attack_label(cfg, cfg['sanity_steps'])} (eps = 1); 'gradient masked' means the "
+                     "attack could not follow the gradient and the row is not a robustness bound."),
     }
     for mode in ("oblivious", "adaptive"):
         for model, defenses in report.get(mode, {}).items():
@@ -184,7 +194,8 @@ def plots(report: dict[str, Any], out: Path) -> list[str]:
                 series = {"no defense (attacked)": ([c["eps"] for c in first],
                                                     [c.get("accuracy_undefended") for c in first]), **series}
             name = f"accuracy_vs_eps_{mode}_{model}.png"
-            line_plot(series, out / name, title=f"{model}: accuracy under {mode} PGD", xlabel="eps (L-inf, log)",
+            attack = "PGD" if mode == "oblivious" else adaptive_attack_label(report["config"]).split(" ")[0]
+            line_plot(series, out / name, title=f"{model}: accuracy under {mode} {attack}", xlabel="eps (L-inf, log)",
                       ylabel="accuracy")
             written.append(name)
     for model, result in report.get("pasadena", {}).items():

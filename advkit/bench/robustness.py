@@ -7,7 +7,8 @@
   median); JPEG uses BPDA through a differentiable JPEG approximation, bit-depth reduction and TV
   minimization BPDA with the identity backward. A sanity check runs PGD with an unbounded radius (eps = 1): if accuracy
   does not fall to about 0, the gradient is masked and the adaptive numbers are not an upper
-  bound on robustness — the report says so.
+  bound on robustness — the report says so. The adaptive attack is PGD by default; APGD-CE or
+  APGD-DLR (``adaptive_attack``) need no step size and DLR is immune to saturated softmax outputs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advkit.attacks import PGD
+from advkit.attacks import APGD, PGD, Attack
 from advkit.data.store import PairStore
 from advkit.defenses import DefendedClassifier, evaluate_on_store, store_rows
 
@@ -89,6 +90,20 @@ def clean_images(store: PairStore, rows: np.ndarray) -> tuple[torch.Tensor, torc
     return clean, torch.from_numpy(store.field("label")[picked])
 
 
+# The adaptive bench's attacks: PGD (with the bench's step) or Auto-PGD with either loss.
+ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr")
+
+
+def adaptive_attack(name: str, pipeline: nn.Module, eps: float, *, steps: int, rel_step: float, seed: int) -> Attack:
+    """The adaptive attack ``name`` (one of `ADAPTIVE_ATTACKS`) on ``pipeline``. APGD stops on
+    success: only accuracy is measured, and it is the same with or without early stop."""
+    if name == "pgd":
+        return PGD(pipeline, eps=eps, steps=steps, rel_step=rel_step, seed=seed)
+    if name in ("apgd-ce", "apgd-dlr"):
+        return APGD(pipeline, eps=eps, steps=steps, loss=name.removeprefix("apgd-"), early_stop=True, seed=seed)
+    raise ValueError(f"unknown adaptive attack {name!r}; use {', '.join(ADAPTIVE_ATTACKS)}")
+
+
 def adaptive_cell(
     defense: nn.Module,
     classifier: nn.Module,
@@ -101,10 +116,11 @@ def adaptive_cell(
     seed: int,
     batch_size: int,
     device: torch.device,
+    attack: str = "pgd",
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Accuracy of the pipeline under PGD (``steps`` steps of ``rel_step``·eps, random start) on the
-    pipeline itself (eps = 0: clean accuracy).
+    """Accuracy of the pipeline under ``attack`` (PGD: ``steps`` steps of ``rel_step``·eps, random
+    start; APGD: ``steps`` iterations, its own step) on the pipeline itself (eps = 0: clean accuracy).
 
     ``eps = 1`` is the unbounded sanity check (every image in [0, 1] is reachable).
     """
@@ -115,8 +131,7 @@ def adaptive_cell(
         y = labels[start : start + batch_size].to(device)
         if eps > 0:
             # One seed per batch start, so a resumed or re-batched run attacks each image the same way.
-            attack = PGD(pipeline, eps=eps, steps=steps, rel_step=rel_step, seed=seed + start)
-            x = attack(x, y)
+            x = adaptive_attack(attack, pipeline, eps, steps=steps, rel_step=rel_step, seed=seed + start)(x, y)
         with torch.no_grad():
             correct += int((pipeline(x).argmax(1) == y).sum())
         if on_progress:

@@ -62,6 +62,8 @@ class BenchConfig:
     steps: int = 40
     modes: list[str] = field(default_factory=lambda: list(MODES))
     adaptive_steps: int = 40
+    # pgd, apgd-ce or apgd-dlr (robustness.ADAPTIVE_ATTACKS), also for the sanity check
+    adaptive_attack: str = "pgd"
     # The adaptive PGD's step as a fraction of eps; None: 2.5 / adaptive_steps (Madry et al.'s rule),
     # a path of 2.5·eps whatever the step count. Resolved at construction so a folder records it.
     adaptive_rel_step: float | None = None
@@ -96,6 +98,9 @@ class BenchConfig:
             raise UsageError(f"unknown --mode {','.join(bad) or '(none)'}; use oblivious and/or adaptive")
         if self.attack != "pgd":
             raise UsageError(f"unknown --attack {self.attack!r}; the bench attacks with pgd")
+        if self.adaptive_attack not in robustness.ADAPTIVE_ATTACKS:
+            raise UsageError(f"unknown --adaptive-attack {self.adaptive_attack!r}; use "
+                             f"{', '.join(robustness.ADAPTIVE_ATTACKS)}")
         if self.weights is not None and len(self.models) > 1:
             raise UsageError("--weights applies to one --model; give models one at a time")
         for option, value in (("--n", self.n), ("--steps", self.steps), ("--adaptive-steps", self.adaptive_steps),
@@ -212,7 +217,10 @@ def _check_resume(out: Path, config: BenchConfig) -> None:
     # protect: its record is replaced, so fixing the command does not also need --overwrite.
     if path.is_file() and _holds_results(out):
         previous = json.loads(path.read_text())
-        changed = sorted(k for k in record if k not in _CELL_INDEPENDENT and previous.get(k) != record[k])
+        # a setting added to advkit after the folder was made had its default there
+        defaults = json.loads(json.dumps(asdict(BenchConfig(models=config.models))))
+        changed = sorted(k for k in record if k not in _CELL_INDEPENDENT
+                         and previous.get(k, defaults.get(k)) != record[k])
         if changed:
             raise UsageError(f"{out} holds a bench run with other settings ({', '.join(changed)}); "
                              "use another --out or --overwrite")
@@ -460,7 +468,8 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
         for suffix, eps, x, y, steps, rel_step in runs:
             cell, fresh = _cached_cell(out, f"adaptive/{model_name}/{key}/{suffix}", lambda: robustness.adaptive_cell(
                 d, classifier, x, y, eps, steps=steps, rel_step=rel_step, seed=config.seed,
-                batch_size=config.batch_size, device=device, on_progress=progress.advance))
+                batch_size=config.batch_size, device=device, attack=config.adaptive_attack,
+                on_progress=progress.advance))
             if not fresh:
                 progress.advance(cell["n"])
             if suffix != "sanity":

@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option("--steps", help="PGD iterations of the oblivious attack.")] = 40,
         mode: Annotated[str, typer.Option("--mode", help="oblivious, adaptive or both (comma list).")] = (
             "oblivious,adaptive"),
-        adaptive_steps: Annotated[int, typer.Option("--adaptive-steps", help="PGD iterations through the pipeline.")] = 40,
+        adaptive_steps: Annotated[int, typer.Option("--adaptive-steps", help="Iterations of the adaptive attack.")] = 40,
+        adaptive_attack: Annotated[str, typer.Option(
+            "--adaptive-attack", help="Attack through the pipeline: pgd, apgd-ce or apgd-dlr.")] = "pgd",
         adaptive_rel_step: Annotated[
             float | None, typer.Option("--adaptive-rel-step", help="Adaptive PGD step as a fraction of eps "
                                        "(default 2.5 / --adaptive-steps).", show_default=False)
@@ -73,7 +75,8 @@ def register(app: typer.Typer) -> None:
         config = BenchConfig(
             models=models, suite=suite, data=data, defenses=split_list(defense),
             eps=radii, attack=attack, steps=steps, modes=split_list(mode),
-            adaptive_steps=adaptive_steps, adaptive_rel_step=adaptive_rel_step, sanity_n=sanity_n, sanity_steps=sanity_steps, n=n,
+            adaptive_steps=adaptive_steps, adaptive_attack=adaptive_attack, adaptive_rel_step=adaptive_rel_step,
+            sanity_n=sanity_n, sanity_steps=sanity_steps, n=n,
             adv=adv_stores_by_model(adv or []), methods=split_list(method),
             denoiser=denoiser, sweep=sweep, sweep_lams=parse_float_list(sweep_lam, "lam"),
             sweep_thetas=parse_float_list(sweep_theta, "theta"), sweep_eps=parse_float_list(sweep_eps, "eps"),

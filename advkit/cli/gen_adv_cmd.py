@@ -10,6 +10,9 @@ import typer
 from advkit.cli._common import DeviceOption, JsonOption, SeedOption, device_of, emit, get_options, progress_bar
 
 
+GEN_ADV_ATTACKS = ("pgd", "apgd", "apgd-dlr", "fgsm", "noise")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("gen-adv")
     def gen_adv(
@@ -20,7 +23,9 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--model", help="Threat model (registry name). Optional for --attack noise.")
         ] = None,
         weights: Annotated[Path | None, typer.Option("--weights", help="Weights file for --model.")] = None,
-        attack: Annotated[str, typer.Option("--attack", help="pgd, fgsm or noise.")] = "pgd",
+        attack: Annotated[
+            str, typer.Option("--attack", help="pgd, apgd (APGD-CE), apgd-dlr, fgsm or noise.")
+        ] = "pgd",
         eps: Annotated[str | None, typer.Option("--eps", help="Comma-separated L∞ radii in (0, 1].")] = None,
         eps_grid: Annotated[
             str | None, typer.Option("--eps-grid", help="A named grid: 'advfilter' (12 radii 1e-4 .. 5e-1).")
@@ -28,8 +33,10 @@ def register(app: typer.Typer) -> None:
         sigma: Annotated[
             str, typer.Option("--sigma", help="Noise std(s) for --attack noise, comma-separated.")
         ] = "0.1",
-        steps: Annotated[int, typer.Option("--steps", help="PGD iterations.")] = 40,
-        rel_step: Annotated[float, typer.Option("--rel-step", help="PGD step as a fraction of eps.")] = 1 / 30,
+        steps: Annotated[int, typer.Option("--steps", help="PGD / APGD iterations.")] = 40,
+        rel_step: Annotated[
+            float, typer.Option("--rel-step", help="PGD step as a fraction of eps (APGD sets its own).")
+        ] = 1 / 30,
         early_stop: Annotated[
             bool, typer.Option("--early-stop", help="Stop attacking images once misclassified.")
         ] = False,
@@ -56,7 +63,7 @@ def register(app: typer.Typer) -> None:
         which `--resume` with the same arguments finishes, giving the same arrays as an
         uninterrupted run.
         """
-        from advkit.attacks import FGSM, PGD, GaussianNoise
+        from advkit.attacks import APGD, FGSM, PGD, GaussianNoise
         from advkit.attacks.generate import check_eps, generate_pairs, parse_radii, parse_shard
         from advkit.data.sources import open_source, resolve_classes, select_indices
         from advkit.data.store import check_store_name
@@ -68,8 +75,8 @@ def register(app: typer.Typer) -> None:
         opts = get_options(ctx, device=device, seed=seed, json=json_out)
         dev = device_of(opts)
         attack_name = attack.lower()
-        if attack_name not in ("pgd", "fgsm", "noise"):
-            raise UsageError(f"unknown attack {attack!r}; use pgd, fgsm or noise")
+        if attack_name not in GEN_ADV_ATTACKS:
+            raise UsageError(f"unknown attack {attack!r}; use {', '.join(GEN_ADV_ATTACKS)}")
         if resume and overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
         check_store_name(out)
@@ -101,6 +108,9 @@ def register(app: typer.Typer) -> None:
         if attack_name == "pgd":
             atk = PGD(classifier, steps=steps, rel_step=rel_step, early_stop=early_stop, seed=opts.seed,
                       precision=prec, channels_last=channels_last)
+        elif attack_name.startswith("apgd"):
+            atk = APGD(classifier, steps=steps, loss="dlr" if attack_name == "apgd-dlr" else "ce",
+                       early_stop=early_stop, seed=opts.seed, precision=prec, channels_last=channels_last)
         elif attack_name == "fgsm":
             atk = FGSM(classifier, precision=prec, channels_last=channels_last)
         else:

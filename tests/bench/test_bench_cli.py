@@ -135,6 +135,7 @@ def test_bench_bad_input_is_one_line(cifar_test_npz, weights_dir, tmp_path):
         (["--model", "resnet20", "--adv", str(tmp_path / "missing.h5")], "missing.h5"),
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--defense", "none,tvm:lam=0.1"], "no option 'lam'"),
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--adaptive-rel-step", "0"], "--adaptive-rel-step"),
+        (["--model", "resnet20", "--data", str(cifar_test_npz), "--adaptive-attack", "cw"], "--adaptive-attack"),
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--defense", "none,nosuch"], "unknown defense 'nosuch'"),
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--defense", str(tmp_path / "f.safetensors")],
          "checkpoint not found"),
@@ -164,6 +165,34 @@ def test_bench_folder_without_results_takes_new_settings(cifar_test_npz, weights
     assert fixed.exit_code == 0, fixed.stderr
     other = run("bench", "--data", str(cifar_test_npz), *args, "--seed", "1")
     assert other.exit_code != 0 and "other settings (seed)" in other.stderr
+
+
+def test_bench_adaptive_apgd(cifar_test_npz, weights_dir, tmp_path):
+    """--adaptive-attack apgd-dlr: the report names the attack, the unbounded sanity check passes on
+    the bare model, a folder keeps its attack, and a folder recorded before the option existed
+    reads as PGD's."""
+    out = tmp_path / "o"
+    args = ["--model", "resnet20", "--n", "20", "--eps", "1e-2", "--mode", "adaptive", "--defense", "none",
+            "--adaptive-steps", "5", "--sanity-n", "10", "--sanity-steps", "10", "--batch-size", "20"]
+    result = run("--json", "bench", "--data", str(cifar_test_npz), *args, "--adaptive-attack", "apgd-dlr",
+                 "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    entry = report["adaptive"]["resnet20"]["none"]
+    assert entry["sanity"]["accuracy"] == 0.0 and entry["per_eps"][1]["accuracy"] <= 0.1
+    md = (out / "results.md").read_text()
+    assert "Adaptive: APGD-DLR-5 through" in md and "unbounded APGD-DLR-10" in md
+    other = run("bench", "--data", str(cifar_test_npz), *args, "--out", str(out))
+    assert other.exit_code != 0 and "other settings (adaptive_attack)" in other.stderr
+    # a record without the setting was made by PGD, the default then
+    pgd_out = tmp_path / "pgd"
+    assert run("bench", "--data", str(cifar_test_npz), *args, "--out", str(pgd_out)).exit_code == 0
+    record = json.loads((pgd_out / "bench_config.json").read_text())
+    del record["adaptive_attack"]
+    (pgd_out / "bench_config.json").write_text(json.dumps(record))
+    again = run("bench", "--data", str(cifar_test_npz), *args, "--out", str(pgd_out))
+    assert again.exit_code == 0, again.stderr
+    assert "Adaptive: PGD-5 (step eps/2) through" in (pgd_out / "results.md").read_text()
 
 
 def test_bench_pasadena_suite(cifar_test_npz, weights_dir, tmp_path):
@@ -267,3 +296,20 @@ def test_adaptive_pgd20_is_as_strong_as_the_oblivious_pgd40(cifar_first_100, wei
         oblivious = (model(adv).argmax(1) == y).float().mean().item()
     assert bench["accuracy"] <= oblivious + 0.03, (bench, oblivious)
     assert short["accuracy"] >= bench["accuracy"] + 0.1, (short, bench)
+
+
+def test_adaptive_apgd_is_as_strong_as_the_bench_pgd(cifar_first_100, weights_dir):
+    """APGD-CE and APGD-DLR, with no step to tune, leave no more images correct than the bench's
+    tuned PGD on the same budget (20 iterations, bare resnet20, 5e-3)."""
+    from advkit.bench import robustness
+    from advkit.models import create_classifier
+
+    x, y = cifar_first_100
+    model = create_classifier("resnet20").eval()
+    common = dict(steps=20, rel_step=2.5 / 20, seed=0, batch_size=100, device=torch.device("cpu"))
+    pgd = robustness.adaptive_cell(torch.nn.Identity(), model, x, y, 5e-3, **common)["accuracy"]
+    for attack in ("apgd-ce", "apgd-dlr"):
+        apgd = robustness.adaptive_cell(torch.nn.Identity(), model, x, y, 5e-3, attack=attack, **common)["accuracy"]
+        assert apgd <= pgd + 0.02, (attack, apgd, pgd)
+    with pytest.raises(ValueError, match="unknown adaptive attack"):
+        robustness.adaptive_attack("cw", model, 0.1, steps=1, rel_step=0.1, seed=0)

@@ -57,6 +57,28 @@ def test_gen_adv_pgd_on_real_cifar(tmp_path, cifar_test_npz, weights_dir):
     assert info.exit_code == 0 and json.loads(info.stdout)["rows_done"] == 200
 
 
+@pytest.mark.parametrize("attack,loss", [("apgd", "ce"), ("apgd-dlr", "dlr")])
+def test_gen_adv_apgd(tmp_path, cifar_test_npz, weights_dir, attack, loss):
+    out = tmp_path / "apgd.h5"
+    args = ["--json", "gen-adv", "--data", str(cifar_test_npz), "--model", "resnet20", "--attack", attack,
+            "--eps", "2e-3,3e-2", "--per-class", "2", "--steps", "5", "--batch-size", "20", "--out", str(out)]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    acc = {round(r["eps"], 6): r for r in json.loads(result.stdout)["per_eps"]}
+    assert acc[0.03]["acc_adv"] <= 0.05 < acc[0.002]["acc_adv"] < acc[0.002]["acc_clean"], acc
+    with PairStore(out, require_complete=True) as store:
+        clean, adv = store.images(slice(None))
+        assert torch.all((adv - clean).abs().amax((1, 2, 3)) <= torch.from_numpy(store.field("eps")) + 1e-6)
+        assert store.info.attack["name"] == "apgd" and store.info.attack["loss"] == loss
+        assert store.info.attack["steps"] == 5
+    # the per-row random starts make a second run, in other batches, store the same pairs
+    again = tmp_path / "again.h5"
+    assert run(*args[:-4], "--batch-size", "8", "--out", str(again)).exit_code == 0
+    with PairStore(out) as a, PairStore(again) as b:
+        assert np.array_equal(a.field("pred_adv"), b.field("pred_adv"))
+        assert np.abs(a.raw(slice(None))[1].astype(np.float32) - b.raw(slice(None))[1]).max() <= 1e-3
+
+
 def _cmd(npz, out, *extra):
     return [
         sys.executable, "-m", "advkit", "-q", "gen-adv", "--data", str(npz), "--model", "resnet20",

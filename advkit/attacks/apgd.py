@@ -1,0 +1,261 @@
+"""Auto-PGD, L∞ (Croce & Hein, 2020): PGD with momentum and a step size that halves itself.
+
+The attack AutoAttack and RobustBench build on. It needs no step-size tuning: the step starts at
+2·eps and is halved at checkpoints where the loss oscillated or stopped improving, each time from
+the best point found so far.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advkit.attacks.base import Attack
+
+LOSSES = ("ce", "dlr")
+
+
+def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The difference-of-logits-ratio loss (Croce & Hein, 2020), per sample, to be ascended.
+
+    DLR = −(z_y − max_{j≠y} z_j) / (z_π1 − z_π3), with z_π the logits sorted in descending order:
+    positive once the image is misclassified, and unchanged when the logits are shifted or scaled,
+    which makes it robust to the logit rescaling that hides gradients from cross-entropy.
+
+    Args:
+        logits: (B, C) float, C ≥ 3.
+        labels: (B,) int64 true classes.
+    Returns: (B,) float.
+    """
+    if logits.shape[1] < 3:
+        raise ValueError(f"the DLR loss needs at least 3 classes, got logits of shape {tuple(logits.shape)}")
+    ordered = logits.sort(dim=1, descending=True).values
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    # the largest other logit: the top one, unless the top one is the true class
+    top_is_true = logits.argmax(1) == labels
+    other = torch.where(top_is_true, ordered[:, 1], ordered[:, 0])
+    return -(true - other) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
+
+
+def checkpoint_intervals(steps: int) -> list[int]:
+    """Lengths of the intervals between APGD's step-size checkpoints over ``steps`` iterations.
+
+    The first is 22 % of the run, each next one 3 % of it shorter, never under 6 % (the paper's
+    p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06), in whole iterations of at least 1).
+    """
+    first, shrink, least = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    intervals, length, total = [], first, 0
+    while total + length <= steps:
+        intervals.append(length)
+        total += length
+        length = max(length - shrink, least)
+    return intervals
+
+
+class APGD(Attack):
+    """APGD on the cross-entropy (APGD-CE) or the DLR loss (APGD-DLR), L∞.
+
+    Args:
+        model: classifier over [0, 1] images.
+        eps: L∞ radius on the [0, 1] scale (a per-sample tensor may be passed to ``forward``).
+        steps: iterations per restart (default 100, as in AutoAttack; torchattacks' APGD defaults
+            to 10). Each costs one forward and backward of the images not yet fooled.
+        loss: ``ce`` or ``dlr`` (DLR needs ≥ 3 classes and has no targeted mode here).
+        restarts: runs from fresh random starts, each on the images still not fooled.
+        rho: a checkpoint halves the step when the loss rose in at most ``rho`` of the interval's
+            iterations (0.75).
+        momentum: weight of the new step against the last one (0.75; the first step has none).
+        early_stop: stop iterating an image at its first successful iterate, and leave images the
+            model already gets wrong untouched (AutoAttack's economy; the success rate is the same,
+            the perturbations are smaller). Off by default: every image runs all ``steps``.
+        seed: seeds the random starts (the attack's own CPU generator: equal on every device).
+
+    ``forward(images, labels, eps=None, init=None)``: images (B, C, H, W) in [0, 1]; labels (B,) or
+    None (the model's predictions), target classes when ``targeted``; eps a scalar or (B,) tensor;
+    init optional (B, C, H, W) U(−1, 1) values for the first restart's random start (gen-adv's
+    per-row noise; later restarts draw from the attack's generator). Returns (B, C, H, W) in
+    [0, 1]: where the attack succeeded, its last successful iterate (the first with
+    ``early_stop``); elsewhere the highest-loss iterate of all restarts. (torchattacks' and
+    AutoAttack's APGD return the clean image where they fail; the success rate is the same.)
+    """
+
+    name = "apgd"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        steps: int = 100,
+        loss: str = "ce",
+        restarts: int = 1,
+        rho: float = 0.75,
+        momentum: float = 0.75,
+        early_stop: bool = False,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, **kwargs)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if restarts < 1:
+            raise ValueError(f"restarts must be >= 1, got {restarts}")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; use {' or '.join(LOSSES)}")
+        if loss == "dlr" and self.targeted:
+            raise ValueError("targeted APGD uses the cross-entropy loss (the targeted DLR loss needs the true labels)")
+        if not 0 < rho <= 1:
+            raise ValueError(f"rho must lie in (0, 1], got {rho}")
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
+        self.eps = eps
+        self.steps = steps
+        self.loss = loss
+        self.restarts = restarts
+        self.rho = rho
+        self.momentum = momentum
+        self.early_stop = early_stop
+        self.seed = seed
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B,) loss each image's iterates ascend (higher: nearer success)."""
+        if self.loss == "dlr":
+            return dlr_loss(logits, labels)
+        loss = F.cross_entropy(logits, labels, reduction="none")
+        return -loss if self.targeted else loss
+
+    def attack_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.sample_loss(logits, labels).sum()
+
+    def loss_and_gradient(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(∇_x of the summed loss, (B,) per-image loss, logits) at detached ``images``."""
+        x = images.detach().requires_grad_(True)
+        logits = self.logits(x)
+        loss = self.sample_loss(logits, labels)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        return grad, loss.detach(), logits.detach()
+
+    def draw_start(self, shape: torch.Size) -> torch.Tensor:
+        """Random start offsets in units of eps (CPU, from the attack's generator)."""
+        return self.unit_max(torch.rand(shape, generator=self._generator) * 2 - 1)
+
+    @staticmethod
+    def unit_max(t: torch.Tensor) -> torch.Tensor:
+        """``t`` scaled so each image's largest absolute value is 1: the start sits on the ball's
+        surface in L∞, as in AutoAttack."""
+        return t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
+
+    @staticmethod
+    def project(x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
+        return torch.minimum(torch.maximum(x, x0 - eps_t), x0 + eps_t).clamp(0, 1)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        eps: float | torch.Tensor | None = None,
+        init: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x0, labels, eps_t = self.prepare(images, labels, eps)
+        if init is not None and init.shape != x0.shape:
+            raise ValueError(f"init must have shape {tuple(x0.shape)}, got {tuple(init.shape)}")
+        with torch.no_grad():
+            fooled = self.succeeded(self.logits(x0), labels)
+        out = x0.clone()
+        best_loss = torch.full((x0.shape[0],), -math.inf, device=x0.device)
+        for restart in range(self.restarts):
+            # the first run attacks every image (without early stop); later ones those never fooled
+            todo = (~fooled if self.early_stop or restart else torch.ones_like(fooled)).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            start = self.draw_start(x0.shape) if init is None or restart else self.unit_max(init.float())
+            adv, hit, x_best, loss_best = self.single_run(x0[todo], labels[todo], eps_t[todo],
+                                                          start.to(x0.device)[todo])
+            fooled[todo[hit]] = True
+            out[todo[hit]] = adv[hit]
+            better = ~fooled[todo] & (loss_best > best_loss[todo])
+            out[todo[better]] = x_best[better]
+            best_loss[todo[better]] = loss_best[better]
+        return out.detach()
+
+    def single_run(
+        self, x0: torch.Tensor, labels: torch.Tensor, eps_t: torch.Tensor, start: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One APGD run from ``x0 + eps·start``.
+
+        Returns (adv, fooled, x_best, loss_best): the last successful iterate per image (the first
+        with ``early_stop``; valid where ``fooled``), (B,) bool, the highest-loss iterate and its
+        (B,) loss.
+        """
+        n = x0.shape[0]
+        x = self.project(x0 + eps_t * start, x0, eps_t)
+        grad, loss, logits = self.loss_and_gradient(x, labels)
+        fooled = self.succeeded(logits, labels)
+        adv = x.clone()
+        x_best, loss_best, grad_best = x.clone(), loss.clone(), grad.clone()
+        x_prev = x.clone()
+        step = 2 * eps_t.clone()
+        last_loss = loss.clone()
+        rises = torch.zeros(n, device=x0.device)
+        # the first checkpoint only halves on oscillation: there is no earlier best to compare with
+        halved_last = torch.ones(n, dtype=torch.bool, device=x0.device)
+        best_at_last = loss_best.clone()
+        intervals = iter(checkpoint_intervals(self.steps))
+        next_check = next(intervals, None)
+        since_check = 0
+        active = (~fooled if self.early_stop else torch.ones_like(fooled)).nonzero().squeeze(1)
+        for i in range(self.steps):
+            if active.numel() == 0:
+                break
+            xa, e = x[active], eps_t[active]
+            z = self.project(xa + step[active] * grad[active].sign(), x0[active], e)
+            a = 1.0 if i == 0 else self.momentum
+            x_new = self.project(xa + a * (z - xa) + (1 - a) * (xa - x_prev[active]), x0[active], e)
+            x_prev[active] = xa
+            x[active] = x_new
+            g, lo, lg = self.loss_and_gradient(x_new, labels[active])
+            grad[active] = g
+            rises[active] += (lo > last_loss[active]).float()
+            last_loss[active] = lo
+            improved = lo > loss_best[active]
+            better = active[improved]
+            x_best[better], loss_best[better], grad_best[better] = x_new[improved], lo[improved], g[improved]
+            hit = self.succeeded(lg, labels[active])
+            adv[active[hit]] = x_new[hit]
+            fooled[active[hit]] = True
+
+            since_check += 1
+            if since_check == next_check:
+                oscillating = rises[active] <= self.rho * next_check
+                stalled = ~halved_last[active] & (best_at_last[active] >= loss_best[active])
+                halve = oscillating | stalled
+                halved_last[active] = halve
+                best_at_last[active] = loss_best[active]
+                back = active[halve]  # restart those from their best point with half the step
+                step[back] /= 2
+                x[back], grad[back] = x_best[back], grad_best[back]
+                rises[active] = 0
+                since_check, next_check = 0, next(intervals, None)
+            if self.early_stop:
+                active = active[~hit]
+        return adv, fooled, x_best, loss_best
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "norm": "linf",
+            "eps": self.eps,
+            "steps": self.steps,
+            "loss": self.loss,
+            "restarts": self.restarts,
+            "rho": self.rho,
+            "momentum": self.momentum,
+            "early_stop": self.early_stop,
+            "seed": self.seed,
+        }
