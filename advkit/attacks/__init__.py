@@ -10,11 +10,12 @@ from advkit.attacks.noise import GaussianNoise
 from advkit.attacks.pasadena import Pasadena
 from advkit.attacks.pgd import PGD
 from advkit.attacks.pgd_l2 import PGDL2
+from advkit.attacks.square import Square
 from advkit.attacks.targets import least_likely_targets, random_targets, shifted_targets
 from advkit.attacks.tidim import TIDIM
 from advkit.attacks.tifgsm import TIFGSM
 from advkit.attacks.timifgsm import TIMIFGSM
 
-__all__ = ["APGD", "FGSM", "PGD", "PGDL2", "Attack", "GaussianNoise"]
+__all__ = ["APGD", "FGSM", "PGD", "PGDL2", "Attack", "GaussianNoise", "Square"]
 __all__ += ["least_likely_targets", "random_targets", "shifted_targets"]
 __all__ += ["DIM", "MIFGSM", "TIDIM", "TIFGSM", "TIMIFGSM", "DenoiseThenAttack", "Pasadena"]

@@ -28,6 +28,8 @@ def adaptive_attack_label(cfg: dict[str, Any], steps: int | None = None) -> str:
     count = cfg["adaptive_steps"] if steps is None else steps
     if name == "pgd":
         return f"PGD-{count}" + (f" (step {_step_text(cfg)})" if steps is None else "")
+    if name == "square":
+        return f"Square ({count} queries, black box)"
     return f"{name.upper()}-{count}"
 
 

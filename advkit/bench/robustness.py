@@ -8,7 +8,8 @@
   minimization BPDA with the identity backward. A sanity check runs PGD with an unbounded radius (eps = 1): if accuracy
   does not fall to about 0, the gradient is masked and the adaptive numbers are not an upper
   bound on robustness — the report says so. The adaptive attack is PGD by default; APGD-CE or
-  APGD-DLR (``adaptive_attack``) need no step size and DLR is immune to saturated softmax outputs.
+  APGD-DLR (``adaptive_attack``) need no step size and DLR is immune to saturated softmax outputs;
+  Square (black box, ``steps`` queries) needs no gradient at all, so BPDA's stand-ins play no part.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advkit.attacks import APGD, PGD, Attack
+from advkit.attacks import APGD, PGD, Attack, Square
 from advkit.data.store import PairStore
 from advkit.defenses import DefendedClassifier, evaluate_on_store, store_rows
 
@@ -90,17 +91,21 @@ def clean_images(store: PairStore, rows: np.ndarray) -> tuple[torch.Tensor, torc
     return clean, torch.from_numpy(store.field("label")[picked])
 
 
-# The adaptive bench's attacks: PGD (with the bench's step) or Auto-PGD with either loss.
-ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr")
+# The adaptive bench's attacks: PGD (with the bench's step), Auto-PGD with either loss, or the
+# black-box Square Attack (its `steps` are queries).
+ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "square")
 
 
 def adaptive_attack(name: str, pipeline: nn.Module, eps: float, *, steps: int, rel_step: float, seed: int) -> Attack:
-    """The adaptive attack ``name`` (one of `ADAPTIVE_ATTACKS`) on ``pipeline``. APGD stops on
-    success: only accuracy is measured, and it is the same with or without early stop."""
+    """The adaptive attack ``name`` (one of `ADAPTIVE_ATTACKS`) on ``pipeline``; ``steps`` are
+    Square's queries. APGD stops on success: only accuracy is measured, and it is the same with or
+    without early stop."""
     if name == "pgd":
         return PGD(pipeline, eps=eps, steps=steps, rel_step=rel_step, seed=seed)
     if name in ("apgd-ce", "apgd-dlr"):
         return APGD(pipeline, eps=eps, steps=steps, loss=name.removeprefix("apgd-"), early_stop=True, seed=seed)
+    if name == "square":
+        return Square(pipeline, eps=eps, queries=steps, seed=seed)
     raise ValueError(f"unknown adaptive attack {name!r}; use {', '.join(ADAPTIVE_ATTACKS)}")
 
 

@@ -313,3 +313,20 @@ def test_adaptive_apgd_is_as_strong_as_the_bench_pgd(cifar_first_100, weights_di
         assert apgd <= pgd + 0.02, (attack, apgd, pgd)
     with pytest.raises(ValueError, match="unknown adaptive attack"):
         robustness.adaptive_attack("cw", model, 0.1, steps=1, rel_step=0.1, seed=0)
+
+
+def test_adaptive_square_attacks_a_defense_without_its_gradient(cifar_first_100, weights_dir):
+    """Square reads only outputs, so bit-depth reduction (BPDA in the gradient attacks) is attacked
+    as it is: 50 queries at 3e-2 take most of the 20 images."""
+    from advkit.bench import robustness
+    from advkit.defenses import create_defense
+    from advkit.models import create_classifier
+
+    x, y = cifar_first_100
+    x, y = x[::5], y[::5]
+    model = create_classifier("resnet20").eval()
+    common = dict(steps=50, rel_step=0.1, seed=0, batch_size=20, device=torch.device("cpu"), attack="square")
+    bitdepth = create_defense("bitdepth")
+    clean = robustness.adaptive_cell(bitdepth, model, x, y, 0.0, **common)["accuracy"]
+    attacked = robustness.adaptive_cell(bitdepth, model, x, y, 3e-2, **common)["accuracy"]
+    assert clean >= 0.7 and attacked <= clean - 0.4, (clean, attacked)

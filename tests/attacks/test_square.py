@@ -1,0 +1,132 @@
+"""Square Attack: its schedule and margin, its contract and query budget on small models, and on 100
+CIFAR-10 test images / resnet20 against torchattacks' Square and against a gradient-free model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advkit.attacks import PGD, Square
+from advkit.attacks.square import square_fraction
+from advkit.models import create_classifier
+
+
+def test_square_fraction_halves_on_the_papers_schedule():
+    # 10,000 queries: p_init until 10, halves after 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000
+    assert [square_fraction(q, 10000) for q in (0, 10, 11, 50, 51, 201, 8001)] == [
+        0.8, 0.8, 0.4, 0.4, 0.2, 0.1, 0.8 / 512]
+    # a shorter budget stretches the schedule: query 100 of 1000 is query 1000 of 10,000
+    assert square_fraction(100, 1000) == square_fraction(1000, 10000) == 0.8 / 16
+    assert square_fraction(100, 1000, rescale=False) == 0.8 / 4
+
+
+def test_margin_and_loss():
+    logits = torch.tensor([[2.0, 5.0, 1.0], [4.0, 0.0, 3.0]])
+    labels = torch.tensor([1, 0])
+    model = nn.Identity()
+    margin, loss = Square(model).margin_and_loss(logits, labels)
+    assert margin.tolist() == [3.0, 1.0] and torch.equal(margin, loss)
+    margin, _ = Square(model, targeted=True).margin_and_loss(logits, torch.tensor([2, 2]))
+    assert margin.tolist() == [4.0, 1.0]  # the best other class over the target
+    _, ce = Square(model, loss="ce").margin_and_loss(logits, labels)
+    torch.testing.assert_close(ce, -torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
+
+
+@pytest.fixture
+def linear():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(300, 4)).eval()
+
+
+class Counting(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.images = model, 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return self.model(x)
+
+
+def test_square_contract_and_query_budget(linear):
+    x = torch.rand(16, 3, 10, 10)
+    eps = torch.linspace(0, 0.05, 16)
+    counted = Counting(linear)
+    adv = Square(counted, queries=30, seed=1)(x, eps=eps)
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert ((adv - x).abs().flatten(1).amax(1) <= eps + 1e-7).all()
+    assert torch.equal(adv[0], x[0])
+    # two looks at the clean images (labels, then their margins), then at most `queries` per image
+    assert 16 * 20 < counted.images <= 16 * (30 + 2)
+    assert torch.equal(adv, Square(linear, queries=30, seed=1)(x, eps=eps))
+    assert not torch.equal(adv, Square(linear, queries=30, seed=2)(x, eps=eps))
+    config = Square(linear, queries=30).config()
+    assert config["name"] == "square" and config["queries"] == 30 and config["loss"] == "margin"
+
+
+def test_square_fools_and_reaches_targets(linear):
+    x = torch.rand(32, 3, 10, 10)
+    with torch.no_grad():
+        y = linear(x).argmax(1)
+    adv = Square(linear, eps=0.05, queries=200)(x, y)
+    with torch.no_grad():
+        assert (linear(adv).argmax(1) != y).float().mean() > 0.5
+    target = (y + 1) % 4
+    hit = Square(linear, eps=0.1, queries=200, targeted=True)(x, target)
+    with torch.no_grad():
+        assert (linear(hit).argmax(1) == target).float().mean() > 0.5
+
+
+def test_square_arguments(linear):
+    for kwargs, needle in (({"queries": 0}, "queries"), ({"restarts": 0}, "restarts"), ({"loss": "dlr"}, "unknown loss"),
+                           ({"p_init": 0}, "p_init")):
+        with pytest.raises(ValueError, match=needle):
+            Square(linear, **kwargs)
+    with pytest.raises(ValueError, match="eps must lie in"):
+        Square(linear)(torch.rand(1, 3, 10, 10), eps=8)
+
+
+@pytest.fixture(scope="module")
+def resnet20_cifar(cifar_first_100, weights_dir):
+    x, y = cifar_first_100
+    return create_classifier("resnet20").eval(), x, y
+
+
+def _accuracy(model, images, labels):
+    with torch.no_grad():
+        return (model(images).argmax(1) == labels).float().mean().item()
+
+
+def test_square_matches_torchattacks(resnet20_cifar):
+    """Same budget: robust accuracy within 4 points of torchattacks' Square (other random squares)."""
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = resnet20_cifar
+    eps, queries = 2 / 255, 100
+    ours = Square(model, eps=eps, queries=queries)(x, y)
+    with torch.random.fork_rng():
+        theirs = torchattacks.Square(model, eps=eps, n_queries=queries, seed=0)(x, y)
+    acc_ours, acc_theirs = _accuracy(model, ours, y), _accuracy(model, theirs, y)
+    assert abs(acc_ours - acc_theirs) <= 0.04, (acc_ours, acc_theirs)
+    assert acc_ours < _accuracy(model, x, y) - 0.05  # 100 queries already fool some
+    assert (ours - x).abs().max() <= eps + 1e-6
+
+
+def test_square_needs_no_gradient(resnet20_cifar):
+    """Input quantized to 8 bits: the gradient is zero, so PGD moves only by its random start, while
+    Square, which reads only the outputs, attacks as on the plain model."""
+    model, x, y = resnet20_cifar
+
+    class Quantized(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, images):
+            return self.model(torch.round(images * 255) / 255)
+
+    quantized = Quantized().eval()
+    eps = 2 / 255
+    pgd = _accuracy(quantized, PGD(quantized, eps=eps, steps=10, rel_step=0.25)(x, y), y)
+    square = _accuracy(quantized, Square(quantized, eps=eps, queries=100)(x, y), y)
+    assert square < pgd - 0.05, (square, pgd)
