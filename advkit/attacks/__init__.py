@@ -1,6 +1,8 @@
 """Attacks as plain torch modules with a uniform call ``attack(images, labels)``."""
 
 from advkit.attacks.apgd import APGD
+from advkit.attacks.apgdt import APGDT
+from advkit.attacks.autoattack import AutoAttack
 from advkit.attacks.base import Attack
 from advkit.attacks.denoise_then import DenoiseThenAttack
 from advkit.attacks.dim import DIM
@@ -16,6 +18,6 @@ from advkit.attacks.tidim import TIDIM
 from advkit.attacks.tifgsm import TIFGSM
 from advkit.attacks.timifgsm import TIMIFGSM
 
-__all__ = ["APGD", "FGSM", "PGD", "PGDL2", "Attack", "GaussianNoise", "Square"]
+__all__ = ["APGD", "APGDT", "AutoAttack", "FGSM", "PGD", "PGDL2", "Attack", "GaussianNoise", "Square"]
 __all__ += ["least_likely_targets", "random_targets", "shifted_targets"]
 __all__ += ["DIM", "MIFGSM", "TIDIM", "TIFGSM", "TIMIFGSM", "DenoiseThenAttack", "Pasadena"]

@@ -169,6 +169,21 @@ class APGD(Attack):
             fooled = self.succeeded(self.logits(x0), labels)
         out = x0.clone()
         best_loss = torch.full((x0.shape[0],), -math.inf, device=x0.device)
+        self.run_restarts(x0, labels, eps_t, init, fooled, out, best_loss)
+        return out.detach()
+
+    def run_restarts(
+        self,
+        x0: torch.Tensor,
+        labels: torch.Tensor,
+        eps_t: torch.Tensor,
+        init: torch.Tensor | None,
+        fooled: torch.Tensor,
+        out: torch.Tensor,
+        best_loss: torch.Tensor,
+    ) -> None:
+        """``restarts`` runs; updates ``fooled`` (B,) bool, ``out`` (B, C, H, W) and ``best_loss`` (B,)
+        in place. ``labels`` may carry extra columns a subclass's loss reads (indexed with the rows)."""
         for restart in range(self.restarts):
             # the first run attacks every image (without early stop); later ones those never fooled
             todo = (~fooled if self.early_stop or restart else torch.ones_like(fooled)).nonzero().squeeze(1)
@@ -182,7 +197,6 @@ class APGD(Attack):
             better = ~fooled[todo] & (loss_best > best_loss[todo])
             out[todo[better]] = x_best[better]
             best_loss[todo[better]] = loss_best[better]
-        return out.detach()
 
     def single_run(
         self, x0: torch.Tensor, labels: torch.Tensor, eps_t: torch.Tensor, start: torch.Tensor

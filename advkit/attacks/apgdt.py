@@ -1,0 +1,92 @@
+"""Targeted Auto-PGD (APGD-T, Croce & Hein 2020): APGD on the targeted DLR loss, towards each of
+the classes the model ranks next to the top, one after another. AutoAttack's second attack."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from advkit.attacks.apgd import APGD
+
+
+def targeted_dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """−(z_y − z_t) / (z_π1 − (z_π3 + z_π4) / 2), per sample, to be ascended (Croce & Hein, 2020).
+
+    Args:
+        logits: (B, C) float, C ≥ 4.
+        labels: (B,) int64 true classes; targets: (B,) int64 target classes.
+    Returns: (B,) float; positive once the target's logit passes the true class's.
+    """
+    if logits.shape[1] < 4:
+        raise ValueError(f"the targeted DLR loss needs at least 4 classes, got logits of shape {tuple(logits.shape)}")
+    ordered = logits.sort(dim=1, descending=True).values
+    gap = logits.gather(1, labels[:, None]).squeeze(1) - logits.gather(1, targets[:, None]).squeeze(1)
+    return -gap / (ordered[:, 0] - 0.5 * (ordered[:, 2] + ordered[:, 3]) + 1e-12)
+
+
+class APGDT(APGD):
+    """APGD-T, L∞: untargeted in what it reports (success = any wrong class), targeted in how it
+    searches: for k = 1..``n_targets`` it runs APGD on the targeted DLR loss towards the class with
+    the k-th highest clean logit after the top one, on the images still not fooled.
+
+    Args:
+        model, eps, steps, restarts, rho, momentum, seed, precision, channels_last: as `APGD`
+            (``restarts`` per target; ``steps`` default 100 per target, as AutoAttack).
+        n_targets: how many target classes to try (9: every other CIFAR-10 class, AutoAttack's
+            choice; fewer is cheaper).
+
+    ``forward(images, labels, eps=None)``: images (B, C, H, W) in [0, 1], labels (B,) true classes
+    (None: the model's predictions). Returns adversarial images in [0, 1]: the first successful
+    iterate where an image was fooled (images misclassified from the start come back unchanged),
+    elsewhere the highest-loss point of all targets and restarts.
+    """
+
+    name = "apgd-t"
+    supports_targeted = False
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, n_targets: int = 9,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("early_stop", True)
+        super().__init__(model, eps=eps, steps=steps, loss="dlr", **kwargs)
+        if n_targets < 1:
+            raise ValueError(f"n_targets must be >= 1, got {n_targets}")
+        self.n_targets = n_targets
+
+    # During the runs, labels are (B, 2): the true class and the current target.
+
+    def sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if labels.ndim == 2:
+            return targeted_dlr_loss(logits, labels[:, 0], labels[:, 1])
+        return super().sample_loss(logits, labels)
+
+    def succeeded(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return super().succeeded(logits, labels[:, 0] if labels.ndim == 2 else labels)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        eps: float | torch.Tensor | None = None,
+        init: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x0, labels, eps_t = self.prepare(images, labels, eps)
+        with torch.no_grad():
+            clean_logits = self.logits(x0)
+        fooled = self.succeeded(clean_logits, labels)
+        ranked = clean_logits.argsort(dim=1, descending=True)
+        out = x0.clone()
+        best_loss = torch.full((x0.shape[0],), -math.inf, device=x0.device)
+        for k in range(1, min(self.n_targets, clean_logits.shape[1] - 1) + 1):
+            if bool(fooled.all()):
+                break
+            pair = torch.stack([labels, ranked[:, k]], dim=1)
+            self.run_restarts(x0, pair, eps_t, init if k == 1 else None, fooled, out, best_loss)
+        return out.detach()
+
+    def config(self) -> dict[str, Any]:
+        config = {**super().config(), "loss": "dlr-targeted", "n_targets": self.n_targets}
+        config.pop("targeted", None)
+        return config

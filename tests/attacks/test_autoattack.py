@@ -1,0 +1,104 @@
+"""APGD-T against torchattacks' APGDT and its loss against its definition; the AutoAttack-style
+ensemble's bookkeeping, and its black-box stage on a model without a gradient (CIFAR-10/resnet20)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advkit.attacks import APGD, APGDT, AutoAttack
+from advkit.attacks.apgdt import targeted_dlr_loss
+from advkit.models import create_classifier
+
+
+def test_targeted_dlr_loss_matches_its_definition():
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(32, 10, generator=gen)
+    labels = torch.randint(0, 10, (32,), generator=gen)
+    targets = (labels + 1 + torch.randint(0, 9, (32,), generator=gen)) % 10
+    expected = []
+    for z, y, t in zip(logits.tolist(), labels.tolist(), targets.tolist()):
+        o = sorted(z, reverse=True)
+        expected.append(-(z[y] - z[t]) / (o[0] - (o[2] + o[3]) / 2 + 1e-12))
+    torch.testing.assert_close(targeted_dlr_loss(logits, labels, targets), torch.tensor(expected))
+    with pytest.raises(ValueError, match="at least 4 classes"):
+        targeted_dlr_loss(torch.randn(2, 3), torch.tensor([0, 1]), torch.tensor([1, 2]))
+
+
+def test_apgdt_and_autoattack_arguments():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    with pytest.raises(ValueError, match="n_targets"):
+        APGDT(model, n_targets=0)
+    with pytest.raises(ValueError, match="no targeted mode"):
+        APGDT(model, targeted=True)
+    with pytest.raises(ValueError, match="unknown version"):
+        AutoAttack(model, version="plus")
+    config = AutoAttack(model, steps=7, queries=9).config()
+    assert [a["name"] for a in config["attacks"]] == ["apgd", "apgd-t", "square"]
+    assert config["attacks"][1]["loss"] == "dlr-targeted" and config["attacks"][2]["queries"] == 9
+    assert [a["loss"] for a in AutoAttack(model, version="fast").config()["attacks"]] == ["ce", "dlr"]
+
+
+@pytest.fixture(scope="module")
+def resnet20_cifar(cifar_first_100, weights_dir):
+    x, y = cifar_first_100
+    return create_classifier("resnet20").eval(), x, y
+
+
+def _accuracy(model, images, labels):
+    with torch.no_grad():
+        return (model(images).argmax(1) == labels).float().mean().item()
+
+
+def test_apgdt_matches_torchattacks(resnet20_cifar):
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = resnet20_cifar
+    eps, steps = 1 / 255, 10
+    ours = APGDT(model, eps=eps, steps=steps)(x, y)
+    with torch.random.fork_rng():
+        theirs = torchattacks.APGDT(model, eps=eps, steps=steps, n_classes=10, seed=0)(x, y)
+    acc_ours, acc_theirs = _accuracy(model, ours, y), _accuracy(model, theirs, y)
+    assert abs(acc_ours - acc_theirs) <= 0.03, (acc_ours, acc_theirs)
+    assert acc_ours < _accuracy(model, x, y) - 0.4
+    assert (ours - x).abs().max() <= eps + 1e-6
+
+
+def test_autoattack_is_the_worst_case_of_its_attacks(resnet20_cifar):
+    model, x, y = resnet20_cifar
+    eps = 1 / 255
+    attack = AutoAttack(model, eps=eps, steps=10, n_targets=3, queries=50)
+    adv = attack(x, y)
+    names = [name for name, _ in attack.history]
+    robust = [acc for _, acc in attack.history]
+    assert names == ["clean", "apgd-ce", "apgd-t", "square"]
+    assert robust == sorted(robust, reverse=True)
+    assert robust[0] == pytest.approx(_accuracy(model, x, y)) and robust[-1] == pytest.approx(_accuracy(model, adv, y))
+    # its first stage is APGD-CE as it runs alone, so the ensemble is never weaker
+    alone = _accuracy(model, APGD(model, eps=eps, steps=10, early_stop=True)(x, y), y)
+    assert robust[1] == pytest.approx(alone)
+    # images no attack fooled come back clean, as AutoAttack's
+    with torch.no_grad():
+        survived = model(adv).argmax(1) == y
+    assert torch.equal(adv[survived], x[survived])
+    assert (adv - x).abs().max() <= eps + 1e-6
+
+
+def test_autoattacks_black_box_stage_finds_what_gradients_miss(resnet20_cifar):
+    """8-bit quantized input: zero gradient, so the APGD stages fool nothing and only Square does."""
+    model, x, y = resnet20_cifar
+
+    class Quantized(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, images):
+            return self.model(torch.round(images * 255) / 255)
+
+    quantized = Quantized().eval()
+    attack = AutoAttack(quantized, eps=2 / 255, steps=5, n_targets=1, queries=100)
+    attack(x, y)
+    robust = dict(attack.history)
+    assert robust["apgd-t"] >= robust["clean"] - 0.02
+    assert robust["square"] <= robust["apgd-t"] - 0.05, attack.history
