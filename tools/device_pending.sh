@@ -6,7 +6,7 @@
 #
 #   run(command="bash tools/device_pending.sh", carry=["device-carry"], timeout_s=590)
 #
-# Files back in $OUT (at most 8): log.txt, kf.json, gen.json, pasadena.json, bench.tgz.
+# Files back in $OUT (at most 8): log.txt, kf.json, gen.json, pasadena.json, robust.json, bench.tgz.
 # SMOKE=1 DEVICE=cpu OUT=/tmp/out bash tools/device_pending.sh runs every step at toy sizes on a
 # CPU, to check the script itself.
 set -uo pipefail
@@ -49,6 +49,7 @@ if [ "$SMOKE" = 1 ]; then
   GEN=(--models resnet56 --n 8 --batch-size 4 --steps 2 --skip-check --no-compile)
   E2E=(--limit 20 --steps 2 --batch-size 10)
   PAS=(--n 4 --single 2 --batch-size 4)
+  ROB=(--n 8 --batch-size 8 --steps 2 --queries 3)
   BENCH=(--n 20 --eps 1e-3,1e-2 --adaptive-steps 2 --sanity-n 10 --sanity-steps 2 --batch-size 20)
   MODELS=(resnet20)
 else
@@ -56,6 +57,7 @@ else
   GEN=(--n 1024 --batch-size 64 --record-auto)
   E2E=(--batch-size 1024)
   PAS=()
+  ROB=(--n 1000 --batch-size 500 --steps 100 --queries 1000 --peers torchattacks)
   BENCH=(--n 1000 --eps-grid advfilter --adaptive-steps 40 --sanity-n 100 --sanity-steps 50 --batch-size 500)
   MODELS=(resnet20 resnet56)
 fi
@@ -74,6 +76,8 @@ step gen_adv_60k 90 $ADVKIT gen-adv --data "$CARRY/data/cifar10_test.npz" --limi
     --eps-grid advfilter --precision fp32 --out /tmp/train60k.h5 --overwrite "${E2E[@]}"
 # 7. Pasadena's cost against MI-FGSM-10 (#8)
 step pasadena_cost 60 python3 -m benchmarks.pasadena --device "$DEVICE" "${PAS[@]}" --json "$OUT/pasadena.json"
+# 8. APGD / APGD-T / Square against torchattacks' (robust-evaluation attacks)
+step robust_eval 45 python3 -m benchmarks.robust_eval --device "$DEVICE" "${ROB[@]}" --json "$OUT/robust.json"
 # 6. the adaptive bench over the whole grid with PGD-40 (#9), in a fresh folder (a bench refuses
 #    an --out made with other settings); ART's JPEG and TVM run on
 #    the host per image and per step, too slow for this call: their rows stay the CPU runs'

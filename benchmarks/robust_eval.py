@@ -1,0 +1,152 @@
+"""Robust-evaluation attacks: APGD-CE, APGD-DLR, APGD-T and Square, advkit vs torchattacks vs ART
+in the same run, on the same images, with the same budget.
+
+For each attack: images per second over whole batches after a warm-up batch, and the robust
+accuracy it leaves (lower is stronger), with ratios of speed against each peer. Peers:
+
+- torchattacks: ``APGD`` (loss ce / dlr), ``APGDT`` (9 targets), ``Square``.
+- ART: ``AutoProjectedGradientDescent`` (cross_entropy / difference_logits_ratio, one random
+  init) and ``SquareAttack``; ART has no APGD-T of its own.
+
+Budgets are per image: ``--steps`` APGD iterations (per target for APGD-T) and ``--queries``
+Square queries. Images already misclassified count as not robust for everybody.
+
+Example (CPU): ``python -m benchmarks.robust_eval --device cpu --n 100 --steps 10 --queries 100``
+Example (GPU): ``python -m benchmarks.robust_eval --device cuda --n 1000 --batch-size 500 --json out.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from advkit.attacks import APGD, APGDT, Square
+from advkit.models import create_classifier
+from benchmarks.gen_adv import load_images, timed
+
+ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
+
+
+def robust_accuracy(model: torch.nn.Module, adv: torch.Tensor, y: torch.Tensor, batch: int) -> float:
+    with torch.no_grad():
+        pred = torch.cat([model(adv[s : s + batch]).argmax(1) for s in range(0, len(adv), batch)])
+    return float((pred == y).float().mean())
+
+
+def advkit_attack(name: str, model: torch.nn.Module, eps: float, args: argparse.Namespace) -> Callable:
+    if name == "square":
+        return Square(model, eps=eps, queries=args.queries)
+    if name == "apgd-t":
+        return APGDT(model, eps=eps, steps=args.steps)
+    return APGD(model, eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), early_stop=True)
+
+
+def torchattacks_attack(name: str, model: torch.nn.Module, eps: float, args: argparse.Namespace) -> Callable | None:
+    try:
+        import torchattacks
+    except ImportError:
+        return None
+    if name == "square":
+        return torchattacks.Square(model, eps=eps, n_queries=args.queries, seed=0)
+    if name == "apgd-t":
+        return torchattacks.APGDT(model, eps=eps, steps=args.steps, n_classes=model.num_classes, seed=0)
+    return torchattacks.APGD(model, eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), seed=0)
+
+
+def art_attack(name: str, model: torch.nn.Module, eps: float, x: torch.Tensor, args: argparse.Namespace,
+               device: torch.device) -> Callable | None:
+    try:
+        from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError:
+        return None
+    if name == "apgd-t":
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                nb_classes=model.num_classes, clip_values=(0.0, 1.0),
+                                device_type="gpu" if device.type == "cuda" else "cpu")
+        if name == "square":
+            attack = SquareAttack(clf, norm=np.inf, eps=eps, max_iter=args.queries, p_init=0.8, nb_restarts=1,
+                                  batch_size=args.batch_size, verbose=False)
+        else:
+            loss = "cross_entropy" if name == "apgd-ce" else "difference_logits_ratio"
+            attack = AutoProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=args.steps,
+                                                  nb_random_init=1, batch_size=args.batch_size, loss_type=loss,
+                                                  verbose=False)
+
+    def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.from_numpy(attack.generate(a.cpu().numpy(), y=b.cpu().numpy())).to(device)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--eps", type=float, default=1 / 255)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--peers", default="torchattacks,ART")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    model = create_classifier(args.model).to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x, y = load_images(args.model, args.n, device)
+    peers = args.peers.split(",") if args.peers else []
+    env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version.split()[0]}
+    rows = []
+    for name in args.attacks.split(","):
+        if name not in ATTACKS:
+            parser.error(f"unknown attack {name!r}; use {', '.join(ATTACKS)}")
+        candidates = {"advkit": advkit_attack(name, model, args.eps, args)}
+        if "torchattacks" in peers:
+            candidates["torchattacks"] = torchattacks_attack(name, model, args.eps, args)
+        if "ART" in peers:
+            candidates["ART"] = art_attack(name, model, args.eps, x, args, device)
+        for who, attack in candidates.items():
+            if attack is None:
+                rows.append({"attack": name, "by": who, "error": "not available"})
+                continue
+            torch.manual_seed(0)  # the peers draw their random starts from torch's global generator
+            rate, adv = timed(lambda a, b, atk=attack: atk(a, b), x, y, args.batch_size, device)
+            adv = adv.detach()  # torchattacks' outputs may still require grad
+            rows.append({"attack": name, "by": who, "img_per_s": rate,
+                         "robust_accuracy": robust_accuracy(model, adv, y, args.batch_size),
+                         "max_linf": float((adv - x).abs().max())})
+    clean = robust_accuracy(model, x, y, args.batch_size)
+    print(f"# robust evaluation on {env['device']}: {args.model}, {args.n} images, eps {args.eps:.5g}, "
+          f"{args.steps} APGD steps, {args.queries} Square queries; clean accuracy {clean:.3f}")
+    print(f"{'attack':<9} {'by':<13} {'img/s':>9} {'robust acc':>10} {'advkit speed ×':>15}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['attack']:<9} {r['by']:<13} {r['error']}")
+            continue
+        ours = next(p for p in rows if p["attack"] == r["attack"] and p["by"] == "advkit")
+        ratio = ours["img_per_s"] / r["img_per_s"]
+        print(f"{r['attack']:<9} {r['by']:<13} {r['img_per_s']:>9.1f} {r['robust_accuracy']:>10.3f} {ratio:>14.2f}×")
+    if args.json:
+        args.json.write_text(json.dumps({"env": env, "args": vars(args) | {"json": None}, "clean_accuracy": clean,
+                                         "rows": rows}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
