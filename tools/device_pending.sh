@@ -57,7 +57,7 @@ else
   GEN=(--n 1024 --batch-size 64 --record-auto)
   E2E=(--batch-size 1024)
   PAS=()
-  ROB=(--n 1000 --batch-size 500 --steps 100 --queries 1000 --peers torchattacks)
+  ROB=(--n 500 --batch-size 250 --steps 50 --queries 500 --peers torchattacks)
   BENCH=(--n 1000 --eps-grid advfilter --adaptive-steps 40 --sanity-n 100 --sanity-steps 50 --batch-size 500)
   MODELS=(resnet20 resnet56)
 fi
@@ -71,13 +71,14 @@ step cuda_tests 120 python3 -m pytest -m cuda -q -p no:cacheprovider tests
 # 3. PGD throughput against torchattacks and ART, and the precision check (#5)
 step gen_adv_bench 150 python3 benchmarks/gen_adv.py --device "$DEVICE" "${GEN[@]}" --json "$OUT/gen.json"
 # 4. end to end: 5000 CIFAR-10 images x the 12-radius grid = 60k rows, PGD-40, strict fp32 (#5). The
-#    first 5000 test images stand in for cifar10_train_5k.npz: same shape and count, same work.
+#    carried 5000 test images (500 per class) stand in for cifar10_train_5k.npz: same shape and
+#    count, same work.
 step gen_adv_60k 90 $ADVKIT gen-adv --data "$CARRY/data/cifar10_test.npz" --limit 5000 --model resnet20 \
     --eps-grid advfilter --precision fp32 --out /tmp/train60k.h5 --overwrite "${E2E[@]}"
 # 7. Pasadena's cost against MI-FGSM-10 (#8)
 step pasadena_cost 60 python3 -m benchmarks.pasadena --device "$DEVICE" "${PAS[@]}" --json "$OUT/pasadena.json"
 # 8. APGD / APGD-T / Square against torchattacks' (robust-evaluation attacks)
-step robust_eval 45 python3 -m benchmarks.robust_eval --device "$DEVICE" "${ROB[@]}" --json "$OUT/robust.json"
+step robust_eval 60 python3 -m benchmarks.robust_eval --device "$DEVICE" "${ROB[@]}" --json "$OUT/robust.json"
 # 6. the adaptive bench over the whole grid with PGD-40 (#9), in a fresh folder (a bench refuses
 #    an --out made with other settings); ART's JPEG and TVM run on
 #    the host per image and per step, too slow for this call: their rows stay the CPU runs'
