@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from advkit.cli._common import JsonOption, emit, get_options, progress_bar
+from advkit.cli._common import JsonOption, emit, get_options
 
 
 def register(app: typer.Typer) -> None:

@@ -21,3 +21,12 @@ class TinyNet(nn.Module):
 @pytest.fixture(scope="module")
 def tiny():
     return TinyNet().eval()
+
+
+@pytest.fixture(scope="module")
+def resnet20_cifar(cifar_first_100, weights_dir):
+    """The pretrained resnet20 (eval) and the first 10 CIFAR-10 test images of each class."""
+    from advkit.models import create_classifier
+
+    x, y = cifar_first_100
+    return create_classifier("resnet20").eval(), x, y

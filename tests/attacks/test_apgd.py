@@ -11,7 +11,7 @@ from torch import nn
 
 from advkit.attacks import APGD, PGD, random_targets
 from advkit.attacks.apgd import checkpoint_intervals, dlr_loss
-from advkit.models import create_classifier
+from tests.attacks._helpers import Scaled, accuracy
 
 
 def test_dlr_loss_matches_its_definition():
@@ -102,15 +102,6 @@ def test_apgd_arguments(tiny):
     assert config["targeted"] is False and config["norm"] == "linf"
 
 
-@pytest.fixture(scope="module")
-def resnet20_cifar(cifar_first_100, weights_dir):
-    x, y = cifar_first_100
-    return create_classifier("resnet20").eval(), x, y
-
-
-def _accuracy(model, images, labels):
-    with torch.no_grad():
-        return (model(images).argmax(1) == labels).float().mean().item()
 
 
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
@@ -123,9 +114,9 @@ def test_apgd_matches_torchattacks(resnet20_cifar, loss):
     ours = APGD(model, eps=eps, steps=steps, loss=loss)(x, y)
     with torch.random.fork_rng():
         theirs = torchattacks.APGD(model, eps=eps, steps=steps, loss=loss, seed=0)(x, y)
-    acc_ours, acc_theirs = _accuracy(model, ours, y), _accuracy(model, theirs, y)
+    acc_ours, acc_theirs = accuracy(model, ours, y), accuracy(model, theirs, y)
     assert abs(acc_ours - acc_theirs) <= 0.03, (acc_ours, acc_theirs)
-    assert 0.05 < acc_ours < _accuracy(model, x, y) - 0.4, acc_ours  # a real but incomplete drop
+    assert 0.05 < acc_ours < accuracy(model, x, y) - 0.4, acc_ours  # a real but incomplete drop
     assert (ours - x).abs().max() <= eps + 1e-6
 
 
@@ -134,21 +125,13 @@ def test_apgd_dlr_sees_through_saturated_softmax(resnet20_cifar):
     APGD-CE stall, while DLR, unchanged by the scale, attacks as before (Croce & Hein's point)."""
     model, x, y = resnet20_cifar
 
-    class Scaled(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, images):
-            return self.model(images) * 1000
-
-    scaled = Scaled().eval()
-    clean = _accuracy(scaled, x, y)
+    scaled = Scaled(model).eval()
+    clean = accuracy(scaled, x, y)
     eps, steps = 1 / 255, 10
-    ce = _accuracy(scaled, APGD(scaled, eps=eps, steps=steps)(x, y), y)
-    pgd = _accuracy(scaled, PGD(scaled, eps=eps, steps=steps, rel_step=0.25)(x, y), y)
-    dlr = _accuracy(scaled, APGD(scaled, eps=eps, steps=steps, loss="dlr")(x, y), y)
-    plain_dlr = _accuracy(model, APGD(model, eps=eps, steps=steps, loss="dlr")(x, y), y)
+    ce = accuracy(scaled, APGD(scaled, eps=eps, steps=steps)(x, y), y)
+    pgd = accuracy(scaled, PGD(scaled, eps=eps, steps=steps, rel_step=0.25)(x, y), y)
+    dlr = accuracy(scaled, APGD(scaled, eps=eps, steps=steps, loss="dlr")(x, y), y)
+    plain_dlr = accuracy(model, APGD(model, eps=eps, steps=steps, loss="dlr")(x, y), y)
     assert ce > clean - 0.1 and pgd > clean - 0.1, (clean, ce, pgd)
     assert dlr < clean - 0.4 and abs(dlr - plain_dlr) <= 0.03, (clean, dlr, plain_dlr)
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from advkit.attacks import APGD, APGDT, AutoAttack
 from advkit.attacks.apgdt import targeted_dlr_loss
-from advkit.models import create_classifier
+from tests.attacks._helpers import Quantized, accuracy
 
 
 def test_targeted_dlr_loss_matches_its_definition():
@@ -40,15 +40,6 @@ def test_apgdt_and_autoattack_arguments():
     assert [a["loss"] for a in AutoAttack(model, version="fast").config()["attacks"]] == ["ce", "dlr"]
 
 
-@pytest.fixture(scope="module")
-def resnet20_cifar(cifar_first_100, weights_dir):
-    x, y = cifar_first_100
-    return create_classifier("resnet20").eval(), x, y
-
-
-def _accuracy(model, images, labels):
-    with torch.no_grad():
-        return (model(images).argmax(1) == labels).float().mean().item()
 
 
 def test_apgdt_matches_torchattacks(resnet20_cifar):
@@ -58,9 +49,9 @@ def test_apgdt_matches_torchattacks(resnet20_cifar):
     ours = APGDT(model, eps=eps, steps=steps)(x, y)
     with torch.random.fork_rng():
         theirs = torchattacks.APGDT(model, eps=eps, steps=steps, n_classes=10, seed=0)(x, y)
-    acc_ours, acc_theirs = _accuracy(model, ours, y), _accuracy(model, theirs, y)
+    acc_ours, acc_theirs = accuracy(model, ours, y), accuracy(model, theirs, y)
     assert abs(acc_ours - acc_theirs) <= 0.03, (acc_ours, acc_theirs)
-    assert acc_ours < _accuracy(model, x, y) - 0.4
+    assert acc_ours < accuracy(model, x, y) - 0.4
     assert (ours - x).abs().max() <= eps + 1e-6
 
 
@@ -73,9 +64,9 @@ def test_autoattack_is_the_worst_case_of_its_attacks(resnet20_cifar):
     robust = [acc for _, acc in attack.history]
     assert names == ["clean", "apgd-ce", "apgd-t", "square"]
     assert robust == sorted(robust, reverse=True)
-    assert robust[0] == pytest.approx(_accuracy(model, x, y)) and robust[-1] == pytest.approx(_accuracy(model, adv, y))
+    assert robust[0] == pytest.approx(accuracy(model, x, y)) and robust[-1] == pytest.approx(accuracy(model, adv, y))
     # its first stage is APGD-CE as it runs alone, so the ensemble is never weaker
-    alone = _accuracy(model, APGD(model, eps=eps, steps=10, early_stop=True)(x, y), y)
+    alone = accuracy(model, APGD(model, eps=eps, steps=10, early_stop=True)(x, y), y)
     assert robust[1] == pytest.approx(alone)
     # images no attack fooled come back clean, as AutoAttack's
     with torch.no_grad():
@@ -88,15 +79,7 @@ def test_autoattacks_black_box_stage_finds_what_gradients_miss(resnet20_cifar):
     """8-bit quantized input: zero gradient, so the APGD stages fool nothing and only Square does."""
     model, x, y = resnet20_cifar
 
-    class Quantized(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, images):
-            return self.model(torch.round(images * 255) / 255)
-
-    quantized = Quantized().eval()
+    quantized = Quantized(model).eval()
     attack = AutoAttack(quantized, eps=2 / 255, steps=5, n_targets=1, queries=100)
     attack(x, y)
     robust = dict(attack.history)

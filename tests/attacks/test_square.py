@@ -9,7 +9,7 @@ from torch import nn
 
 from advkit.attacks import PGD, Square
 from advkit.attacks.square import square_fraction
-from advkit.models import create_classifier
+from tests.attacks._helpers import Quantized, accuracy
 
 
 def test_square_fraction_halves_on_the_papers_schedule():
@@ -87,15 +87,6 @@ def test_square_arguments(linear):
         Square(linear)(torch.rand(1, 3, 10, 10), eps=8)
 
 
-@pytest.fixture(scope="module")
-def resnet20_cifar(cifar_first_100, weights_dir):
-    x, y = cifar_first_100
-    return create_classifier("resnet20").eval(), x, y
-
-
-def _accuracy(model, images, labels):
-    with torch.no_grad():
-        return (model(images).argmax(1) == labels).float().mean().item()
 
 
 def test_square_matches_torchattacks(resnet20_cifar):
@@ -106,9 +97,9 @@ def test_square_matches_torchattacks(resnet20_cifar):
     ours = Square(model, eps=eps, queries=queries)(x, y)
     with torch.random.fork_rng():
         theirs = torchattacks.Square(model, eps=eps, n_queries=queries, seed=0)(x, y)
-    acc_ours, acc_theirs = _accuracy(model, ours, y), _accuracy(model, theirs, y)
+    acc_ours, acc_theirs = accuracy(model, ours, y), accuracy(model, theirs, y)
     assert abs(acc_ours - acc_theirs) <= 0.04, (acc_ours, acc_theirs)
-    assert acc_ours < _accuracy(model, x, y) - 0.05  # 100 queries already fool some
+    assert acc_ours < accuracy(model, x, y) - 0.05  # 100 queries already fool some
     assert (ours - x).abs().max() <= eps + 1e-6
 
 
@@ -117,16 +108,8 @@ def test_square_needs_no_gradient(resnet20_cifar):
     Square, which reads only the outputs, attacks as on the plain model."""
     model, x, y = resnet20_cifar
 
-    class Quantized(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, images):
-            return self.model(torch.round(images * 255) / 255)
-
-    quantized = Quantized().eval()
+    quantized = Quantized(model).eval()
     eps = 2 / 255
-    pgd = _accuracy(quantized, PGD(quantized, eps=eps, steps=10, rel_step=0.25)(x, y), y)
-    square = _accuracy(quantized, Square(quantized, eps=eps, queries=100)(x, y), y)
+    pgd = accuracy(quantized, PGD(quantized, eps=eps, steps=10, rel_step=0.25)(x, y), y)
+    square = accuracy(quantized, Square(quantized, eps=eps, queries=100)(x, y), y)
     assert square < pgd - 0.05, (square, pgd)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from advkit.data.store import PairStore, PairStoreWriter, reconstruct_adv
+from advkit.data.store import PairStore, PairStoreWriter
 from advkit.errors import CheckpointError, OutputExistsError, UsageError
 from advkit.models import load_denoiser
 from advkit.train import TrainConfig, image_loss, train_denoiser
