@@ -99,9 +99,11 @@ def markdown(report: dict[str, Any]) -> str:
               f"seed {cfg['seed']}; wall time of this invocation {report['wall_time_s']:.0f} s; advkit {report['versions']['advkit']}.", ""]
     titles = {
         "oblivious": f"Oblivious: PGD-{cfg['steps']} on the bare classifier, then the defense. Accuracy (%).",
-        "adaptive": (f"Adaptive: {adaptive_attack_label(cfg)} through defense ∘ classifier (exact gradients, "
-                     f"or BPDA where a defense is not differentiable: the gradient column says which "
-                     f"stand-in). Accuracy (%). Sanity: accuracy under unbounded "
+        "adaptive": (f"Adaptive: {adaptive_attack_label(cfg)} through defense ∘ classifier ("
+                     + ("model outputs only" if cfg.get("adaptive_attack") == "square" else
+                        "exact gradients, or BPDA where a defense is not differentiable: the gradient column "
+                        "says which stand-in")
+                     + f"). Accuracy (%). Sanity: accuracy under unbounded "
                      f"{adaptive_attack_label(cfg, cfg['sanity_steps'])} (eps = 1); 'gradient masked' means the "
                      "attack could not follow the gradient and the row is not a robustness bound."),
     }

@@ -458,7 +458,9 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
         d = defense(name)
         gradient = gradient_kind(d)
         key = _adaptive_key(name, gradient)
-        entry: dict[str, Any] = {"per_eps": [], "gradient": gradient}
+        # a black-box attack reads outputs only: no gradient, exact or stand-in, plays a part
+        shown = "none (black box)" if config.adaptive_attack == "square" else gradient
+        entry: dict[str, Any] = {"per_eps": [], "gradient": shown}
         k = min(config.sanity_n, len(images))
         # (key, radius, images, labels, steps, relative step); eps = 1 is the unbounded sanity check
         runs = [(f"eps={eps:g}", eps, images, labels, config.adaptive_steps, config.adaptive_rel_step)

@@ -330,3 +330,13 @@ def test_adaptive_square_attacks_a_defense_without_its_gradient(cifar_first_100,
     clean = robustness.adaptive_cell(bitdepth, model, x, y, 0.0, **common)["accuracy"]
     attacked = robustness.adaptive_cell(bitdepth, model, x, y, 3e-2, **common)["accuracy"]
     assert clean >= 0.7 and attacked <= clean - 0.4, (clean, attacked)
+
+
+def test_bench_square_reports_no_gradient(cifar_test_npz, weights_dir, tmp_path):
+    args = ["--model", "resnet20", "--n", "10", "--eps", "3e-2", "--mode", "adaptive", "--defense", "bitdepth",
+            "--adaptive-attack", "square", "--adaptive-steps", "5", "--sanity-n", "5", "--sanity-steps", "5",
+            "--batch-size", "10", "--out", str(tmp_path / "o")]
+    result = run("--json", "bench", "--data", str(cifar_test_npz), *args)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["adaptive"]["resnet20"]["bitdepth"]["gradient"] == "none (black box)"
+    assert "Adaptive: Square (5 queries, black box) through" in (tmp_path / "o" / "results.md").read_text()
