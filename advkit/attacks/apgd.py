@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advkit.attacks.base import Attack
+from advkit.attacks.base import Attack, check_counts, project_linf
 
 LOSSES = ("ce", "dlr")
 
@@ -99,10 +99,7 @@ class APGD(Attack):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if restarts < 1:
-            raise ValueError(f"restarts must be >= 1, got {restarts}")
+        check_counts(steps=steps, restarts=restarts)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; use {' or '.join(LOSSES)}")
         if loss == "dlr" and self.targeted:
@@ -151,9 +148,7 @@ class APGD(Attack):
         surface in L∞, as in AutoAttack."""
         return t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
 
-    @staticmethod
-    def project(x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
-        return torch.minimum(torch.maximum(x, x0 - eps_t), x0 + eps_t).clamp(0, 1)
+    project = staticmethod(project_linf)
 
     def forward(
         self,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from advkit.attacks.apgd import APGD
+from advkit.attacks.base import check_counts
 
 
 def targeted_dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -51,8 +52,7 @@ class APGDT(APGD):
                  **kwargs: Any) -> None:
         kwargs.setdefault("early_stop", True)
         super().__init__(model, eps=eps, steps=steps, loss="dlr", **kwargs)
-        if n_targets < 1:
-            raise ValueError(f"n_targets must be >= 1, got {n_targets}")
+        check_counts(n_targets=n_targets)
         self.n_targets = n_targets
 
     # During the runs, labels are (B, 2): the true class and the current target.

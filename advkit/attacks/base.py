@@ -26,6 +26,18 @@ def as_eps_tensor(eps: float | torch.Tensor, batch: int, like: torch.Tensor, upp
     return t.view(batch, 1, 1, 1)
 
 
+def check_counts(**counts: int) -> None:
+    """`ValueError` naming the first of ``counts`` (steps, restarts, queries, ...) below 1."""
+    for name, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def project_linf(x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
+    """``x`` clipped to the L∞ ball of radius ``eps_t`` (B, 1, 1, 1) around ``x0`` and to [0, 1]."""
+    return torch.minimum(torch.maximum(x, x0 - eps_t), x0 + eps_t).clamp(0, 1)
+
+
 def check_images(images: torch.Tensor) -> None:
     """A float (B, C, H, W) tensor with values in [0, 1]; else a `ValueError` naming what is wrong."""
     if images.ndim != 4:

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, as_eps_tensor
+from advkit.attacks.base import Attack, as_eps_tensor, check_counts
 
 
 def normalize_mean_abs(grad: torch.Tensor) -> torch.Tensor:
@@ -52,8 +52,7 @@ class MIFGSM(Attack):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        check_counts(steps=steps)
         if decay < 0:
             raise ValueError(f"decay must be >= 0, got {decay}")
         self.eps = eps

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack
+from advkit.attacks.base import Attack, check_counts, project_linf
 
 
 class PGD(Attack):
@@ -47,8 +47,7 @@ class PGD(Attack):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        check_counts(steps=steps)
         self.eps = eps
         self.steps = steps
         self.rel_step = rel_step
@@ -103,7 +102,7 @@ class PGD(Attack):
 
     def project(self, x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
         """``x`` clipped to the L∞ ball of radius eps around ``x0`` and to [0, 1]."""
-        return torch.minimum(torch.maximum(x, x0 - eps_t), x0 + eps_t).clamp(0, 1)
+        return project_linf(x, x0, eps_t)
 
     def config(self) -> dict[str, Any]:
         return {

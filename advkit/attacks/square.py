@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advkit.attacks.base import Attack
+from advkit.attacks.base import Attack, check_counts
 
 LOSSES = ("margin", "ce")
 # Query counts (on a 10,000-query scale) after which the square's area fraction p halves again.
@@ -65,10 +65,7 @@ class Square(Attack):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
-        if queries < 1:
-            raise ValueError(f"queries must be >= 1, got {queries}")
-        if restarts < 1:
-            raise ValueError(f"restarts must be >= 1, got {restarts}")
+        check_counts(queries=queries, restarts=restarts)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; use {' or '.join(LOSSES)}")
         if not 0 < p_init <= 1:
