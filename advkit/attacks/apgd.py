@@ -8,6 +8,7 @@ the best point found so far.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -161,11 +162,21 @@ class APGD(Attack):
         if init is not None and init.shape != x0.shape:
             raise ValueError(f"init must have shape {tuple(x0.shape)}, got {tuple(init.shape)}")
         with torch.no_grad():
-            fooled = self.succeeded(self.logits(x0), labels)
+            clean_logits = self.logits(x0)
+        fooled = self.succeeded(clean_logits, labels)
         out = x0.clone()
         best_loss = torch.full((x0.shape[0],), -math.inf, device=x0.device)
-        self.run_restarts(x0, labels, eps_t, init, fooled, out, best_loss)
+        for i, run_labels in enumerate(self.searches(labels, clean_logits, fooled)):
+            self.run_restarts(x0, run_labels, eps_t, init if i == 0 else None, fooled, out, best_loss)
         return out.detach()
+
+    def searches(
+        self, labels: torch.Tensor, clean_logits: torch.Tensor, fooled: torch.Tensor
+    ) -> Iterator[torch.Tensor]:
+        """The labels of each search `forward` runs (with its restarts): here one, the labels
+        themselves. A subclass may yield more (APGD-T: one per target); ``fooled`` is updated in
+        place between yields."""
+        yield labels
 
     def run_restarts(
         self,

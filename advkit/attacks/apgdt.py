@@ -3,7 +3,7 @@ the classes the model ranks next to the top, one after another. AutoAttack's sec
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -39,7 +39,7 @@ class APGDT(APGD):
         n_targets: how many target classes to try (9: every other CIFAR-10 class, AutoAttack's
             choice; fewer is cheaper).
 
-    ``forward(images, labels, eps=None)``: images (B, C, H, W) in [0, 1], labels (B,) true classes
+    ``forward(images, labels, eps=None, init=None)``: as `APGD`'s; labels (B,) true classes
     (None: the model's predictions). Returns adversarial images in [0, 1]: the first successful
     iterate where an image was fooled (images misclassified from the start come back unchanged),
     elsewhere the highest-loss point of all targets and restarts.
@@ -65,26 +65,16 @@ class APGDT(APGD):
     def succeeded(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return super().succeeded(logits, labels[:, 0] if labels.ndim == 2 else labels)
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        eps: float | torch.Tensor | None = None,
-        init: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        x0, labels, eps_t = self.prepare(images, labels, eps)
-        with torch.no_grad():
-            clean_logits = self.logits(x0)
-        fooled = self.succeeded(clean_logits, labels)
+    def searches(
+        self, labels: torch.Tensor, clean_logits: torch.Tensor, fooled: torch.Tensor
+    ) -> Iterator[torch.Tensor]:
+        """(B, 2) [true class, target] for each target: the class ranked k-th after the top by the
+        clean logits, k = 1..``n_targets``, while any image is left to fool."""
         ranked = clean_logits.argsort(dim=1, descending=True)
-        out = x0.clone()
-        best_loss = torch.full((x0.shape[0],), -math.inf, device=x0.device)
         for k in range(1, min(self.n_targets, clean_logits.shape[1] - 1) + 1):
             if bool(fooled.all()):
-                break
-            pair = torch.stack([labels, ranked[:, k]], dim=1)
-            self.run_restarts(x0, pair, eps_t, init if k == 1 else None, fooled, out, best_loss)
-        return out.detach()
+                return
+            yield torch.stack([labels, ranked[:, k]], dim=1)
 
     def config(self) -> dict[str, Any]:
         config = {**super().config(), "loss": "dlr-targeted", "n_targets": self.n_targets}
