@@ -1,14 +1,15 @@
-"""Robust-evaluation attacks: APGD-CE, APGD-DLR, APGD-T and Square, advkit vs torchattacks vs ART
+"""Robust-evaluation attacks: APGD-CE, APGD-DLR, APGD-T, FAB-T and Square, advkit vs torchattacks vs ART
 in the same run, on the same images, with the same budget.
 
 For each attack: images per second over whole batches after a warm-up batch, and the robust
 accuracy it leaves (lower is stronger), with ratios of speed against each peer. Peers:
 
-- torchattacks: ``APGD`` (loss ce / dlr), ``APGDT`` (9 targets), ``Square``.
+- torchattacks: ``APGD`` (loss ce / dlr), ``APGDT`` (9 targets), ``FAB`` (multi-targeted, 9
+  targets), ``Square``.
 - ART: ``AutoProjectedGradientDescent`` (cross_entropy / difference_logits_ratio, one random
-  init) and ``SquareAttack``; ART has no APGD-T of its own.
+  init) and ``SquareAttack``; ART has no APGD-T or FAB.
 
-Budgets are per image: ``--steps`` APGD iterations (per target for APGD-T) and ``--queries``
+Budgets are per image: ``--steps`` APGD and FAB iterations (per target for APGD-T and FAB-T) and ``--queries``
 Square queries. Images already misclassified count as not robust for everybody.
 
 Example (CPU): ``python -m benchmarks.robust_eval --device cpu --n 100 --steps 10 --queries 100``
@@ -28,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advkit.attacks import APGD, APGDT, Square
+from advkit.attacks import APGD, APGDT, FABT, Square
 from advkit.models import create_classifier
 from benchmarks.gen_adv import load_images, timed
 
-ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
+ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 
 
 def robust_accuracy(model: torch.nn.Module, adv: torch.Tensor, y: torch.Tensor, batch: int) -> float:
@@ -46,6 +47,8 @@ def advkit_attack(name: str, model: torch.nn.Module, eps: float, args: argparse.
         return Square(model, eps=eps, queries=args.queries)
     if name == "apgd-t":
         return APGDT(model, eps=eps, steps=args.steps)
+    if name == "fab-t":
+        return FABT(model, eps=eps, steps=args.steps)
     return APGD(model, eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), early_stop=True)
 
 
@@ -58,6 +61,10 @@ def torchattacks_attack(name: str, model: torch.nn.Module, eps: float, args: arg
         return torchattacks.Square(model, eps=eps, n_queries=args.queries, seed=0)
     if name == "apgd-t":
         return torchattacks.APGDT(model, eps=eps, steps=args.steps, n_classes=model.num_classes, seed=0)
+    if name == "fab-t":
+        fab = torchattacks.FAB(model, eps=eps, steps=args.steps, multi_targeted=True, n_classes=model.num_classes,
+                               seed=0)
+        return lambda a, b: fab(a.contiguous(), b)  # its targeted search views the gradient: needs contiguity
     return torchattacks.APGD(model, eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), seed=0)
 
 
@@ -68,7 +75,7 @@ def art_attack(name: str, model: torch.nn.Module, eps: float, x: torch.Tensor, a
         from art.estimators.classification import PyTorchClassifier
     except ImportError:
         return None
-    if name == "apgd-t":
+    if name in ("apgd-t", "fab-t"):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -134,7 +141,7 @@ def main() -> None:
                          "max_linf": float((adv - x).abs().max())})
     clean = robust_accuracy(model, x, y, args.batch_size)
     print(f"# robust evaluation on {env['device']}: {args.model}, {args.n} images, eps {args.eps:.5g}, "
-          f"{args.steps} APGD steps, {args.queries} Square queries; clean accuracy {clean:.3f}")
+          f"{args.steps} APGD/FAB steps, {args.queries} Square queries; clean accuracy {clean:.3f}")
     print(f"{'attack':<9} {'by':<13} {'img/s':>9} {'robust acc':>10} {'advkit speed ×':>15}")
     for r in rows:
         if "error" in r:

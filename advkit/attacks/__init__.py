@@ -6,6 +6,7 @@ from advkit.attacks.autoattack import AutoAttack
 from advkit.attacks.base import Attack
 from advkit.attacks.denoise_then import DenoiseThenAttack
 from advkit.attacks.dim import DIM
+from advkit.attacks.fab import FAB, FABT
 from advkit.attacks.fgsm import FGSM
 from advkit.attacks.mifgsm import MIFGSM
 from advkit.attacks.noise import GaussianNoise
@@ -18,6 +19,7 @@ from advkit.attacks.tidim import TIDIM
 from advkit.attacks.tifgsm import TIFGSM
 from advkit.attacks.timifgsm import TIMIFGSM
 
-__all__ = ["APGD", "APGDT", "AutoAttack", "FGSM", "PGD", "PGDL2", "Attack", "GaussianNoise", "Square"]
+__all__ = ["APGD", "APGDT", "AutoAttack", "FAB", "FABT", "FGSM", "PGD", "PGDL2", "Attack", "GaussianNoise"]
+__all__ += ["Square"]
 __all__ += ["least_likely_targets", "random_targets", "shifted_targets"]
 __all__ += ["DIM", "MIFGSM", "TIDIM", "TIFGSM", "TIMIFGSM", "DenoiseThenAttack", "Pasadena"]

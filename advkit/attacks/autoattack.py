@@ -11,24 +11,22 @@ from torch import nn
 from advkit.attacks.apgd import APGD
 from advkit.attacks.apgdt import APGDT
 from advkit.attacks.base import Attack
+from advkit.attacks.fab import FABT
 from advkit.attacks.square import Square
 
 VERSIONS = ("standard", "fast")
 
 
 class AutoAttack(Attack):
-    """APGD-CE, APGD-T and Square (``standard``), or APGD-CE and APGD-DLR (``fast``), L∞.
-
-    ``standard`` is AutoAttack's standard version without FAB-T (its third attack, which the
-    AutoAttack paper found adds almost nothing after APGD-T on the models it evaluated); the
-    report names the attacks it ran, so the difference stays visible.
+    """APGD-CE, APGD-T, FAB-T and Square (``standard``, AutoAttack's standard version), or APGD-CE
+    and APGD-DLR (``fast``), L∞.
 
     Args:
         model: classifier over [0, 1] images.
         eps: L∞ radius on the [0, 1] scale (a per-sample tensor may be passed to ``forward``).
         version: ``standard`` or ``fast``.
-        steps: APGD iterations (100, AutoAttack's), per target for APGD-T.
-        n_targets: APGD-T's target classes (9).
+        steps: APGD and FAB iterations (100, AutoAttack's), per target for APGD-T and FAB-T.
+        n_targets: APGD-T's and FAB-T's target classes (9).
         queries: Square's query budget (5000).
         seed: seeds every attack's random starts and squares.
         precision, channels_last: passed to every attack.
@@ -53,7 +51,9 @@ class AutoAttack(Attack):
         common = {"eps": eps, "seed": seed, **kwargs}
         attacks: list[Attack] = [APGD(model, steps=steps, loss="ce", early_stop=True, **common)]
         if version == "standard":
-            attacks += [APGDT(model, steps=steps, n_targets=n_targets, **common), Square(model, queries=queries, **common)]
+            attacks += [APGDT(model, steps=steps, n_targets=n_targets, **common),
+                        FABT(model, steps=steps, n_targets=n_targets, **common),
+                        Square(model, queries=queries, **common)]
         else:
             attacks.append(APGD(model, steps=steps, loss="dlr", early_stop=True, **common))
         # a plain list, not a ModuleList: the sub-attacks share `model`, registered once above

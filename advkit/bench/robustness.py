@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advkit.attacks import APGD, PGD, Attack, Square
+from advkit.attacks import APGD, FABT, PGD, Attack, Square
 from advkit.data.store import PairStore
 from advkit.defenses import DefendedClassifier, evaluate_on_store, store_rows
 
@@ -93,7 +93,7 @@ def clean_images(store: PairStore, rows: np.ndarray) -> tuple[torch.Tensor, torc
 
 # The adaptive bench's attacks: PGD (with the bench's step), Auto-PGD with either loss, or the
 # black-box Square Attack (its `steps` are queries).
-ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "square")
+ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "fab-t", "square")
 
 
 def adaptive_attack(name: str, pipeline: nn.Module, eps: float, *, steps: int, rel_step: float, seed: int) -> Attack:
@@ -104,6 +104,8 @@ def adaptive_attack(name: str, pipeline: nn.Module, eps: float, *, steps: int, r
         return PGD(pipeline, eps=eps, steps=steps, rel_step=rel_step, seed=seed)
     if name in ("apgd-ce", "apgd-dlr"):
         return APGD(pipeline, eps=eps, steps=steps, loss=name.removeprefix("apgd-"), early_stop=True, seed=seed)
+    if name == "fab-t":
+        return FABT(pipeline, eps=eps, steps=steps, seed=seed)
     if name == "square":
         return Square(pipeline, eps=eps, queries=steps, seed=seed)
     raise ValueError(f"unknown adaptive attack {name!r}; use {', '.join(ADAPTIVE_ATTACKS)}")

@@ -35,8 +35,9 @@ def test_apgdt_and_autoattack_arguments():
     with pytest.raises(ValueError, match="unknown version"):
         AutoAttack(model, version="plus")
     config = AutoAttack(model, steps=7, queries=9).config()
-    assert [a["name"] for a in config["attacks"]] == ["apgd", "apgd-t", "square"]
-    assert config["attacks"][1]["loss"] == "dlr-targeted" and config["attacks"][2]["queries"] == 9
+    assert [a["name"] for a in config["attacks"]] == ["apgd", "apgd-t", "fab-t", "square"]
+    assert config["attacks"][1]["loss"] == "dlr-targeted" and config["attacks"][3]["queries"] == 9
+    assert config["attacks"][2]["steps"] == 7 and config["attacks"][2]["n_targets"] == 9
     assert [a["loss"] for a in AutoAttack(model, version="fast").config()["attacks"]] == ["ce", "dlr"]
 
 
@@ -62,7 +63,7 @@ def test_autoattack_is_the_worst_case_of_its_attacks(resnet20_cifar):
     adv = attack(x, y)
     names = [name for name, _ in attack.history]
     robust = [acc for _, acc in attack.history]
-    assert names == ["clean", "apgd-ce", "apgd-t", "square"]
+    assert names == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
     assert robust == sorted(robust, reverse=True)
     assert robust[0] == pytest.approx(accuracy(model, x, y)) and robust[-1] == pytest.approx(accuracy(model, adv, y))
     # its first stage is APGD-CE as it runs alone, so the ensemble is never weaker

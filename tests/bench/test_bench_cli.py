@@ -298,9 +298,10 @@ def test_adaptive_pgd20_is_as_strong_as_the_oblivious_pgd40(cifar_first_100, wei
     assert short["accuracy"] >= bench["accuracy"] + 0.1, (short, bench)
 
 
-def test_adaptive_apgd_is_as_strong_as_the_bench_pgd(cifar_first_100, weights_dir):
-    """APGD-CE and APGD-DLR, with no step to tune, leave no more images correct than the bench's
-    tuned PGD on the same budget (20 iterations, bare resnet20, 5e-3)."""
+def test_adaptive_apgd_and_fab_are_as_strong_as_the_bench_pgd(cifar_first_100, weights_dir):
+    """APGD-CE, APGD-DLR and FAB-T, with no step to tune, leave no more images correct than the
+    bench's tuned PGD on the same budget (20 iterations, bare resnet20, 5e-3; FAB-T within a point
+    or two: measured 12 vs 11 %)."""
     from advkit.bench import robustness
     from advkit.models import create_classifier
 
@@ -308,9 +309,9 @@ def test_adaptive_apgd_is_as_strong_as_the_bench_pgd(cifar_first_100, weights_di
     model = create_classifier("resnet20").eval()
     common = dict(steps=20, rel_step=2.5 / 20, seed=0, batch_size=100, device=torch.device("cpu"))
     pgd = robustness.adaptive_cell(torch.nn.Identity(), model, x, y, 5e-3, **common)["accuracy"]
-    for attack in ("apgd-ce", "apgd-dlr"):
-        apgd = robustness.adaptive_cell(torch.nn.Identity(), model, x, y, 5e-3, attack=attack, **common)["accuracy"]
-        assert apgd <= pgd + 0.02, (attack, apgd, pgd)
+    for attack, slack in (("apgd-ce", 0.02), ("apgd-dlr", 0.02), ("fab-t", 0.03)):
+        accuracy = robustness.adaptive_cell(torch.nn.Identity(), model, x, y, 5e-3, attack=attack, **common)["accuracy"]
+        assert accuracy <= pgd + slack, (attack, accuracy, pgd)
     with pytest.raises(ValueError, match="unknown adaptive attack"):
         robustness.adaptive_attack("cw", model, 0.1, steps=1, rel_step=0.1, seed=0)
 

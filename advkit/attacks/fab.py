@@ -1,0 +1,227 @@
+"""FAB, the Fast Adaptive Boundary attack, L∞ (Croce & Hein, 2020): a minimum-norm attack.
+
+Each step linearizes the classifier at the current point, takes the nearest linearized decision
+boundary, and moves to a convex mix of two projections onto it: of the current point (progress)
+and of the clean image (small norm), slightly overshooting. Once a point is adversarial it is
+recorded and pulled back towards the clean image, so the search walks along the boundary towards
+the clean image. FAB-T (`FABT`) searches towards one target class at a time and is AutoAttack's
+third attack.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from advkit.attacks.base import Attack, check_counts
+
+
+def linf_step_to_hyperplane(points: torch.Tensor, normals: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The smallest-L∞ step onto a hyperplane inside the unit box, for each row.
+
+    For a point p with the affine function h(z) = w·(z − p) + v (``values`` v = h(p)), returns the
+    step d of least ‖d‖_∞ with h(p + d) = 0 and p + d in [0, 1]^n. Where the box does not reach
+    the hyperplane, d is the step that gets closest (each coordinate to its box edge).
+
+    Every coordinate moves by min(t, room) in the direction that lowers |h|, so w·d is a
+    piecewise-linear, increasing function of the common bound t; the break points are the rooms,
+    sorted once, and t follows in closed form between two of them.
+
+    Args:
+        points: (N, n) float in [0, 1]; normals: (N, n) the w of each row; values: (N,) h(p).
+    Returns: (N, n) steps.
+    """
+    if points.ndim != 2 or normals.shape != points.shape or values.shape != points.shape[:1]:
+        raise ValueError(f"points and normals must be (N, n) and values (N,), got {tuple(points.shape)}, "
+                         f"{tuple(normals.shape)} and {tuple(values.shape)}")
+    # each coordinate's direction of travel: the one that moves h towards 0
+    direction = -torch.sign(values)[:, None] * torch.sign(normals)
+    room = torch.where(direction > 0, 1 - points, points).clamp_min(0)
+    weight = normals.abs() * (direction != 0)
+    need = values.abs()
+    room_sorted, order = room.sort(dim=1)
+    weight_sorted = weight.gather(1, order)
+    # at t = room_sorted[k]: h moves by Σ_{j<k} weight_j room_j + t · Σ_{j≥k} weight_j
+    done_before = torch.cumsum(weight_sorted * room_sorted, dim=1) - weight_sorted * room_sorted
+    weight_after = weight_sorted.sum(1, keepdim=True) - torch.cumsum(weight_sorted, dim=1) + weight_sorted
+    reach = done_before + room_sorted * weight_after
+    k = (reach < need[:, None]).sum(1, keepdim=True)  # the first break point that reaches the hyperplane
+    feasible = k.squeeze(1) < points.shape[1]
+    k = k.clamp_max(points.shape[1] - 1)
+    bound = (need[:, None] - done_before.gather(1, k)) / weight_after.gather(1, k).clamp_min(1e-30)
+    bound = torch.where(feasible[:, None], bound.clamp_min(0), torch.full_like(bound, math.inf))
+    return direction * torch.minimum(room, bound)
+
+
+class FAB(Attack):
+    """FAB, L∞, untargeted: each step linearizes the boundary to every other class (one backward
+    per class: cheap for CIFAR-10, costly for 1000 classes, where `FABT` is the practical choice).
+
+    Args:
+        model: classifier over [0, 1] images.
+        eps: L∞ radius on the [0, 1] scale: the output keeps an adversarial only within it, and it
+            sizes the random starts (a per-sample tensor may be passed to ``forward``).
+        steps: iterations per run (100, AutoAttack's; torchattacks' FAB defaults to 10).
+        restarts: runs per search; the first starts at the clean image, later ones at a random
+            point at L∞ distance eps/2, on the images not yet fooled within eps.
+        alpha_max: the largest weight of the clean image's projection in a step (0.1).
+        eta: overshoot of the projections past the linearized boundary (1.05).
+        beta: a fooled point is pulled back to clean + beta·(point − clean) (0.9).
+        seed: seeds the random starts (the attack's own CPU generator: equal on every device).
+
+    ``forward(images, labels=None, eps=None)``: images (B, C, H, W) in [0, 1], labels (B,) true
+    classes (None: the model's predictions). Returns (B, C, H, W) in [0, 1]: the smallest
+    adversarial found where it lies within eps, the clean image elsewhere (as torchattacks and
+    AutoAttack). After a call, ``norms`` (B,) holds the L∞ distance of the adversarial each image
+    got (0 for images misclassified from the start, inf where none was found; it may exceed eps).
+    """
+
+    name = "fab"
+    supports_targeted = False
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, restarts: int = 1,
+                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        check_counts(steps=steps, restarts=restarts)
+        if not 0 <= alpha_max <= 1:
+            raise ValueError(f"alpha_max must lie in [0, 1], got {alpha_max}")
+        if eta < 1:
+            raise ValueError(f"eta must be >= 1 (an overshoot), got {eta}")
+        if not 0 < beta <= 1:
+            raise ValueError(f"beta must lie in (0, 1], got {beta}")
+        self.eps = eps
+        self.steps, self.restarts = steps, restarts
+        self.alpha_max, self.eta, self.beta = alpha_max, eta, beta
+        self.seed = seed
+        self._generator = torch.Generator().manual_seed(seed)
+        self.norms = torch.empty(0)
+
+    def searches(
+        self, labels: torch.Tensor, clean_logits: torch.Tensor, done: torch.Tensor
+    ) -> Iterator[torch.Tensor | None]:
+        """The target classes of each search (None: every other class; `FABT`: one per target);
+        ``done`` (images fooled within eps) is updated in place between yields."""
+        yield None
+
+    def boundary(
+        self, x: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The linearization at ``x`` of the nearest boundary f_l − f_y = 0 (l = the target, or the
+        other class nearest in L∞ to first order): its value (B,) and gradient (B, C, H, W)."""
+        x = x.detach().requires_grad_(True)
+        logits = self.logits(x)
+        rows = torch.arange(x.shape[0], device=x.device)
+        if targets is not None:
+            gap = logits[rows, targets] - logits[rows, labels]
+            (grad,) = torch.autograd.grad(gap.sum(), x)
+            return gap.detach(), grad
+        # One backward per class keeps memory at one gradient batch (AutoAttack stores all C).
+        (grad_true,) = torch.autograd.grad(logits[rows, labels].sum(), x, retain_graph=True)
+        best_dist = torch.full_like(labels, math.inf, dtype=torch.float32)
+        best_gap, best_grad = torch.zeros_like(best_dist), torch.zeros_like(x)
+        classes = logits.shape[1]
+        for c in range(classes):
+            (grad_c,) = torch.autograd.grad(logits[:, c].sum(), x, retain_graph=c < classes - 1)
+            diff = grad_c - grad_true
+            gap = (logits[:, c] - logits[rows, labels]).detach()
+            dist = gap.abs() / (diff.flatten(1).abs().sum(1) + 1e-12)
+            nearer = (dist < best_dist) & (labels != c)
+            best_dist = torch.where(nearer, dist, best_dist)
+            best_gap = torch.where(nearer, gap, best_gap)
+            best_grad[nearer] = diff[nearer]
+        return best_gap, best_grad
+
+    def single_run(
+        self, x0: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None, start: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One FAB run from ``start`` (None: the clean images ``x0``). Returns the smallest
+        adversarial found per image and its (B,) L∞ distance (inf and ``x0`` where none)."""
+        n = x0.shape[0]
+        x = x0.clone() if start is None else start
+        best, best_norm = x0.clone(), torch.full((n,), math.inf, device=x0.device)
+        flat0 = x0.flatten(1)
+        for _ in range(self.steps):
+            gap, grad = self.boundary(x, labels, targets)
+            w = grad.flatten(1)
+            flat = x.flatten(1)
+            # the same hyperplane seen from the current point and from the clean image
+            value_at_clean = gap + (w * (flat0 - flat)).sum(1)
+            steps = linf_step_to_hyperplane(torch.cat([flat, flat0]), torch.cat([w, w]),
+                                            torch.cat([gap, value_at_clean]))
+            to_boundary, from_clean = steps[:n].view_as(x), steps[n:].view_as(x)
+            size = steps.abs().amax(1).clamp_min(1e-8)
+            alpha = (size[:n] / (size[:n] + size[n:])).clamp(0, self.alpha_max).view(n, 1, 1, 1)
+            x = ((x + self.eta * to_boundary) * (1 - alpha) + (x0 + self.eta * from_clean) * alpha).clamp(0, 1)
+            with torch.no_grad():
+                fooled = self.logits(x).argmax(1) != labels
+            norm = (x - x0).flatten(1).abs().amax(1)
+            smaller = fooled & (norm < best_norm)
+            best[smaller], best_norm[smaller] = x[smaller], norm[smaller]
+            x = torch.where(fooled.view(n, 1, 1, 1), x0 + (x - x0) * self.beta, x)
+        return best, best_norm
+
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, eps: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x0, labels, eps_t = self.prepare(images, labels, eps)
+        with torch.no_grad():
+            clean_logits = self.logits(x0)
+        done = clean_logits.argmax(1) != labels  # misclassified from the start: nothing to search
+        norms = torch.where(done, 0.0, math.inf)
+        out = x0.clone()
+        eps_flat = eps_t.flatten()
+        for targets in self.searches(labels, clean_logits, done):
+            for restart in range(self.restarts):
+                todo = (~done).nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    break
+                start = None
+                if restart:
+                    noise = torch.rand(x0.shape, generator=self._generator).to(x0.device)[todo] * 2 - 1
+                    noise = noise / noise.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                    start = (x0[todo] + 0.5 * eps_t[todo] * noise).clamp(0, 1)
+                best, best_norm = self.single_run(x0[todo], labels[todo], None if targets is None else targets[todo],
+                                                  start)
+                norms[todo] = torch.minimum(norms[todo], best_norm)
+                within = best_norm <= eps_flat[todo]
+                out[todo[within]] = best[within]
+                done[todo[within]] = True
+        self.norms = norms
+        return out.detach()
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "norm": "linf", "eps": self.eps, "steps": self.steps, "restarts": self.restarts,
+                "alpha_max": self.alpha_max, "eta": self.eta, "beta": self.beta, "seed": self.seed}
+
+
+class FABT(FAB):
+    """FAB-T, L∞: FAB towards one target class at a time, the class with the k-th highest clean
+    logit after the top one for k = 1..``n_targets``, on the images not yet fooled within eps. One
+    backward per step whatever the class count. Success is untargeted (any wrong class), as in
+    AutoAttack. Arguments and ``forward`` as `FAB`'s, plus ``n_targets`` (9: every other CIFAR-10
+    class; ``restarts`` apply per target)."""
+
+    name = "fab-t"
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, n_targets: int = 9,
+                 **kwargs: Any) -> None:
+        super().__init__(model, eps=eps, steps=steps, **kwargs)
+        check_counts(n_targets=n_targets)
+        self.n_targets = n_targets
+
+    def searches(
+        self, labels: torch.Tensor, clean_logits: torch.Tensor, done: torch.Tensor
+    ) -> Iterator[torch.Tensor | None]:
+        ranked = clean_logits.argsort(dim=1, descending=True)
+        for k in range(1, min(self.n_targets, clean_logits.shape[1] - 1) + 1):
+            if bool(done.all()):
+                return
+            yield ranked[:, k]
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "n_targets": self.n_targets}
