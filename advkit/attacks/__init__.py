@@ -4,6 +4,7 @@ from advkit.attacks.apgd import APGD
 from advkit.attacks.apgdt import APGDT
 from advkit.attacks.autoattack import AutoAttack
 from advkit.attacks.base import Attack
+from advkit.attacks.cw import CW
 from advkit.attacks.denoise_then import DenoiseThenAttack
 from advkit.attacks.dim import DIM
 from advkit.attacks.fab import FAB, FABT
@@ -20,6 +21,6 @@ from advkit.attacks.tifgsm import TIFGSM
 from advkit.attacks.timifgsm import TIMIFGSM
 
 __all__ = ["APGD", "APGDT", "AutoAttack", "FAB", "FABT", "FGSM", "PGD", "PGDL2", "Attack", "GaussianNoise"]
-__all__ += ["Square"]
+__all__ += ["CW", "Square"]
 __all__ += ["least_likely_targets", "random_targets", "shifted_targets"]
 __all__ += ["DIM", "MIFGSM", "TIDIM", "TIFGSM", "TIMIFGSM", "DenoiseThenAttack", "Pasadena"]

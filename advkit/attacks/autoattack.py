@@ -1,4 +1,4 @@
-"""An AutoAttack-style ensemble (Croce & Hein, 2020): diverse parameter-free attacks in sequence,
+"""AutoAttack (Croce & Hein, 2020): diverse parameter-free attacks in sequence,
 each on the images the earlier ones left correctly classified; robust accuracy is what survives all."""
 
 from __future__ import annotations
