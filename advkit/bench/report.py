@@ -30,6 +30,11 @@ def adaptive_attack_label(cfg: dict[str, Any], steps: int | None = None) -> str:
         return f"PGD-{count}" + (f" (step {_step_text(cfg)})" if steps is None else "")
     if name == "square":
         return f"Square ({count} queries, black box)"
+    if name == "autoattack":
+        from advkit.bench.robustness import AUTOATTACK_QUERIES_PER_STEP  # lazily: it imports torch
+
+        return (f"AutoAttack (APGD-CE, APGD-T, FAB-T: {count} iterations; "
+                f"Square: {AUTOATTACK_QUERIES_PER_STEP * count} queries)")
     return f"{name.upper()}-{count}"
 
 

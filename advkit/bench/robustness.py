@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advkit.attacks import APGD, FABT, PGD, Attack, Square
+from advkit.attacks import APGD, FABT, PGD, Attack, AutoAttack, Square
 from advkit.data.store import PairStore
 from advkit.defenses import DefendedClassifier, evaluate_on_store, store_rows
 
@@ -93,12 +93,16 @@ def clean_images(store: PairStore, rows: np.ndarray) -> tuple[torch.Tensor, torc
 
 # The adaptive bench's attacks: PGD (with the bench's step), Auto-PGD with either loss, or the
 # black-box Square Attack (its `steps` are queries).
-ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "fab-t", "square")
+ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "fab-t", "square", "autoattack")
+# AutoAttack's standard budget is 100 APGD/FAB iterations and 5000 Square queries: Square gets this
+# many queries per iteration of the others.
+AUTOATTACK_QUERIES_PER_STEP = 50
 
 
 def adaptive_attack(name: str, pipeline: nn.Module, eps: float, *, steps: int, rel_step: float, seed: int) -> Attack:
     """The adaptive attack ``name`` (one of `ADAPTIVE_ATTACKS`) on ``pipeline``; ``steps`` are
-    Square's queries. APGD stops on success: only accuracy is measured, and it is the same with or
+    Square's queries, and AutoAttack's APGD/FAB iterations (its Square gets
+    `AUTOATTACK_QUERIES_PER_STEP` times as many queries). APGD stops on success: only accuracy is measured, and it is the same with or
     without early stop."""
     if name == "pgd":
         return PGD(pipeline, eps=eps, steps=steps, rel_step=rel_step, seed=seed)
@@ -108,6 +112,8 @@ def adaptive_attack(name: str, pipeline: nn.Module, eps: float, *, steps: int, r
         return FABT(pipeline, eps=eps, steps=steps, seed=seed)
     if name == "square":
         return Square(pipeline, eps=eps, queries=steps, seed=seed)
+    if name == "autoattack":
+        return AutoAttack(pipeline, eps=eps, steps=steps, queries=AUTOATTACK_QUERIES_PER_STEP * steps, seed=seed)
     raise ValueError(f"unknown adaptive attack {name!r}; use {', '.join(ADAPTIVE_ATTACKS)}")
 
 

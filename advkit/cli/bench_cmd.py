@@ -32,7 +32,8 @@ def register(app: typer.Typer) -> None:
         adaptive_steps: Annotated[int, typer.Option("--adaptive-steps", help="Iterations of the adaptive attack.")] = 40,
         adaptive_attack: Annotated[str, typer.Option(
             "--adaptive-attack",
-            help="Attack through the pipeline: pgd, apgd-ce, apgd-dlr, fab-t or square (steps = queries).")] = "pgd",
+            help="Attack through the pipeline: pgd, apgd-ce, apgd-dlr, fab-t, square (steps = queries) or "
+                 "autoattack (steps for APGD/FAB, 50× as many Square queries).")] = "pgd",
         adaptive_rel_step: Annotated[
             float | None, typer.Option("--adaptive-rel-step", help="Adaptive PGD step as a fraction of eps "
                                        "(default 2.5 / --adaptive-steps).", show_default=False)

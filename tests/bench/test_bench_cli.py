@@ -195,6 +195,25 @@ def test_bench_adaptive_apgd(cifar_test_npz, weights_dir, tmp_path):
     assert "Adaptive: PGD-5 (step eps/2) through" in (pgd_out / "results.md").read_text()
 
 
+def test_bench_adaptive_autoattack(cifar_test_npz, weights_dir, tmp_path):
+    """--adaptive-attack autoattack through bit-depth reduction (BPDA for its gradient stages):
+    the report names the stages and budgets; at 1e-2 it is at least as strong as its first stage."""
+    common = ["--model", "resnet20", "--n", "20", "--eps", "1e-2", "--mode", "adaptive", "--defense", "bitdepth",
+              "--adaptive-steps", "4", "--sanity-n", "5", "--sanity-steps", "4", "--batch-size", "20"]
+    accuracy = {}
+    for attack in ("apgd-ce", "autoattack"):
+        out = tmp_path / attack
+        result = run("--json", "bench", "--data", str(cifar_test_npz), *common, "--adaptive-attack", attack,
+                     "--out", str(out))
+        assert result.exit_code == 0, result.stderr
+        entry = json.loads(result.stdout)["adaptive"]["resnet20"]["bitdepth"]
+        accuracy[attack] = entry["per_eps"][1]["accuracy"]
+        assert entry["sanity"]["accuracy"] == 0.0
+    assert accuracy["autoattack"] <= accuracy["apgd-ce"]
+    md = (tmp_path / "autoattack" / "results.md").read_text()
+    assert "AutoAttack (APGD-CE, APGD-T, FAB-T: 4 iterations; Square: 200 queries) through" in md
+
+
 def test_bench_pasadena_suite(cifar_test_npz, weights_dir, tmp_path):
     torch.manual_seed(0)
     kpn = create_denoiser("kpn", width=4).eval()
