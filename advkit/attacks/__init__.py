@@ -5,6 +5,7 @@ from advkit.attacks.apgdt import APGDT
 from advkit.attacks.autoattack import AutoAttack
 from advkit.attacks.base import Attack
 from advkit.attacks.cw import CW
+from advkit.attacks.deepfool import DeepFool
 from advkit.attacks.denoise_then import DenoiseThenAttack
 from advkit.attacks.dim import DIM
 from advkit.attacks.fab import FAB, FABT
@@ -21,6 +22,6 @@ from advkit.attacks.tifgsm import TIFGSM
 from advkit.attacks.timifgsm import TIMIFGSM
 
 __all__ = ["APGD", "APGDT", "AutoAttack", "FAB", "FABT", "FGSM", "PGD", "PGDL2", "Attack", "GaussianNoise"]
-__all__ += ["CW", "Square"]
+__all__ += ["CW", "DeepFool", "Square"]
 __all__ += ["least_likely_targets", "random_targets", "shifted_targets"]
 __all__ += ["DIM", "MIFGSM", "TIDIM", "TIFGSM", "TIMIFGSM", "DenoiseThenAttack", "Pasadena"]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from advkit.attacks.base import Attack, check_counts
+from advkit.attacks.boundary import nearest_boundary
 
 
 def linf_step_to_hyperplane(points: torch.Tensor, normals: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -114,27 +115,7 @@ class FAB(Attack):
         """The linearization at ``x`` of the nearest boundary f_l − f_y = 0 (l = the target, or the
         other class nearest in L∞ to first order): its value (B,) and gradient (B, C, H, W)."""
         x = x.detach().requires_grad_(True)
-        logits = self.logits(x)
-        rows = torch.arange(x.shape[0], device=x.device)
-        if targets is not None:
-            gap = logits[rows, targets] - logits[rows, labels]
-            (grad,) = torch.autograd.grad(gap.sum(), x)
-            return gap.detach(), grad
-        # One backward per class keeps memory at one gradient batch (AutoAttack stores all C).
-        (grad_true,) = torch.autograd.grad(logits[rows, labels].sum(), x, retain_graph=True)
-        best_dist = torch.full_like(labels, math.inf, dtype=torch.float32)
-        best_gap, best_grad = torch.zeros_like(best_dist), torch.zeros_like(x)
-        classes = logits.shape[1]
-        for c in range(classes):
-            (grad_c,) = torch.autograd.grad(logits[:, c].sum(), x, retain_graph=c < classes - 1)
-            diff = grad_c - grad_true
-            gap = (logits[:, c] - logits[rows, labels]).detach()
-            dist = gap.abs() / (diff.flatten(1).abs().sum(1) + 1e-12)
-            nearer = (dist < best_dist) & (labels != c)
-            best_dist = torch.where(nearer, dist, best_dist)
-            best_gap = torch.where(nearer, gap, best_gap)
-            best_grad[nearer] = diff[nearer]
-        return best_gap, best_grad
+        return nearest_boundary(x, self.logits(x), labels, targets, dual_p=1)
 
     def single_run(
         self, x0: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None, start: torch.Tensor | None

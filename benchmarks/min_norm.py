@@ -1,0 +1,156 @@
+"""Minimum-norm attacks: DeepFool (L2), Carlini–Wagner L2 and FAB (L∞), advkit vs torchattacks vs
+ART in the same run, on the same images, with the same settings.
+
+For each attack: images per second over whole batches after a warm-up batch, the share of the
+correctly classified images it fools, and the median distance of those it fools (L2 for DeepFool
+and CW, L∞ in 1/255 for FAB; smaller is better), with ratios of speed against each peer. Peers:
+
+- torchattacks: ``DeepFool`` (one image at a time), ``CW`` (one c, no search), ``FAB``
+  (untargeted).
+- ART: ``DeepFool`` and ``CarliniL2Method`` (its own optimizer and line search: the same
+  objective, not the same algorithm); ART has no FAB.
+
+Example (CPU): ``python -m benchmarks.min_norm --device cpu --n 100``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from advkit.attacks import CW, FAB, DeepFool
+from advkit.models import create_classifier
+from benchmarks.gen_adv import load_images, timed
+
+ATTACKS = ("deepfool", "cw", "fab")
+
+
+def advkit_attack(name: str, model: torch.nn.Module, args: argparse.Namespace) -> Callable:
+    if name == "deepfool":
+        return DeepFool(model, steps=50, overshoot=0.02)
+    if name == "cw":
+        return CW(model, c=args.cw_c, steps=args.cw_steps, lr=0.01)
+    return FAB(model, eps=1.0, steps=args.fab_steps)  # eps 1: keep every adversarial, however far
+
+
+def torchattacks_attack(name: str, model: torch.nn.Module, args: argparse.Namespace) -> Callable | None:
+    try:
+        import torchattacks
+    except ImportError:
+        return None
+    if name == "deepfool":
+        attack = torchattacks.DeepFool(model, steps=50, overshoot=0.02)
+    elif name == "cw":
+        attack = torchattacks.CW(model, c=args.cw_c, steps=args.cw_steps, lr=0.01)
+    else:
+        attack = torchattacks.FAB(model, eps=1.0, steps=args.fab_steps, n_classes=model.num_classes, seed=0)
+    return lambda a, b: attack(a.contiguous(), b).detach()
+
+
+def art_attack(name: str, model: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace,
+               device: torch.device) -> Callable | None:
+    try:
+        from art.attacks.evasion import CarliniL2Method
+        from art.attacks.evasion import DeepFool as ArtDeepFool
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError:
+        return None
+    if name == "fab":
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                nb_classes=model.num_classes, clip_values=(0.0, 1.0),
+                                device_type="gpu" if device.type == "cuda" else "cpu")
+        if name == "deepfool":
+            attack = ArtDeepFool(clf, max_iter=50, epsilon=0.02, nb_grads=model.num_classes,
+                                 batch_size=args.batch_size, verbose=False)
+        else:
+            attack = CarliniL2Method(clf, confidence=0.0, learning_rate=0.01, binary_search_steps=1,
+                                     max_iter=args.cw_steps, initial_const=args.cw_c, batch_size=args.batch_size,
+                                     verbose=False)
+
+    def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.from_numpy(attack.generate(a.cpu().numpy(), y=b.cpu().numpy())).to(device)
+
+    return run
+
+
+def outcome(model: torch.nn.Module, x: torch.Tensor, adv: torch.Tensor, y: torch.Tensor, name: str,
+            batch: int) -> tuple[float, float]:
+    """(share of the correctly classified images fooled, median distance over those fooled)."""
+    with torch.no_grad():
+        clean = torch.cat([model(x[s : s + batch]).argmax(1) for s in range(0, len(x), batch)]) == y
+        after = torch.cat([model(adv[s : s + batch]).argmax(1) for s in range(0, len(x), batch)])
+    fooled = clean & (after != y)
+    delta = (adv - x).flatten(1)
+    distance = delta.abs().amax(1) * 255 if name == "fab" else delta.norm(dim=1)
+    median = float(distance[fooled].median()) if fooled.any() else float("nan")
+    return float(fooled.sum() / clean.sum().clamp_min(1)), median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--cw-c", type=float, default=0.1)
+    parser.add_argument("--cw-steps", type=int, default=50)
+    parser.add_argument("--fab-steps", type=int, default=10)
+    parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--peers", default="torchattacks,ART")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    model = create_classifier(args.model).to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x, y = load_images(args.model, args.n, device)
+    peers = args.peers.split(",") if args.peers else []
+    env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version.split()[0]}
+    rows = []
+    for name in args.attacks.split(","):
+        if name not in ATTACKS:
+            parser.error(f"unknown attack {name!r}; use {', '.join(ATTACKS)}")
+        candidates = {"advkit": advkit_attack(name, model, args)}
+        if "torchattacks" in peers:
+            candidates["torchattacks"] = torchattacks_attack(name, model, args)
+        if "ART" in peers:
+            candidates["ART"] = art_attack(name, model, x, args, device)
+        for who, attack in candidates.items():
+            if attack is None:
+                rows.append({"attack": name, "by": who, "error": "not available"})
+                continue
+            torch.manual_seed(0)
+            rate, adv = timed(lambda a, b, atk=attack: atk(a, b), x, y, args.batch_size, device)
+            fooled, median = outcome(model, x, adv.detach(), y, name, args.batch_size)
+            rows.append({"attack": name, "by": who, "img_per_s": rate, "fooled": fooled, "median_distance": median})
+    print(f"# minimum-norm attacks on {env['device']}: {args.model}, {args.n} images; CW c={args.cw_c:g}, "
+          f"{args.cw_steps} steps; FAB {args.fab_steps} steps; distance L2 (FAB: L∞ ×255)")
+    print(f"{'attack':<9} {'by':<13} {'img/s':>9} {'fooled':>7} {'median dist.':>13} {'advkit speed ×':>15}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['attack']:<9} {r['by']:<13} {r['error']}")
+            continue
+        ours = next(p for p in rows if p["attack"] == r["attack"] and p["by"] == "advkit")
+        ratio = ours["img_per_s"] / r["img_per_s"]
+        print(f"{r['attack']:<9} {r['by']:<13} {r['img_per_s']:>9.1f} {r['fooled']:>7.3f} "
+              f"{r['median_distance']:>13.4f} {ratio:>14.2f}×")
+    if args.json:
+        args.json.write_text(json.dumps({"env": env, "args": vars(args) | {"json": None}, "rows": rows}, indent=2,
+                                        default=str))
+
+
+if __name__ == "__main__":
+    main()
