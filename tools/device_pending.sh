@@ -6,7 +6,8 @@
 #
 #   run(command="bash tools/device_pending.sh", carry=["device-carry"], timeout_s=590)
 #
-# Files back in $OUT (at most 8): log.txt, kf.json, gen.json, pasadena.json, robust.json, bench.tgz.
+# Files back in $OUT (at most 8): log.txt, kf.json, gen.json, pasadena.json, robust.json, min_norm.json,
+# bench.tgz.
 # SMOKE=1 DEVICE=cpu OUT=/tmp/out bash tools/device_pending.sh runs every step at toy sizes on a
 # CPU, to check the script itself.
 set -uo pipefail
@@ -50,6 +51,7 @@ if [ "$SMOKE" = 1 ]; then
   E2E=(--limit 20 --steps 2 --batch-size 10)
   PAS=(--n 4 --single 2 --batch-size 4)
   ROB=(--n 8 --batch-size 8 --steps 2 --queries 3)
+  MIN=(--n 4 --batch-size 4 --cw-steps 2 --fab-steps 2)
   BENCH=(--n 20 --eps 1e-3,1e-2 --adaptive-steps 2 --sanity-n 10 --sanity-steps 2 --batch-size 20)
   MODELS=(resnet20)
 else
@@ -58,6 +60,7 @@ else
   E2E=(--batch-size 1024)
   PAS=()
   ROB=(--n 500 --batch-size 250 --steps 50 --queries 500 --peers torchattacks)
+  MIN=(--n 200 --batch-size 200 --peers torchattacks)
   BENCH=(--n 1000 --eps-grid advfilter --adaptive-steps 40 --sanity-n 100 --sanity-steps 50 --batch-size 500)
   MODELS=(resnet20 resnet56)
 fi
@@ -79,6 +82,8 @@ step gen_adv_60k 90 $ADVKIT gen-adv --data "$CARRY/data/cifar10_test.npz" --limi
 step pasadena_cost 60 python3 -m benchmarks.pasadena --device "$DEVICE" "${PAS[@]}" --json "$OUT/pasadena.json"
 # 8. APGD / APGD-T / Square against torchattacks' (robust-evaluation attacks)
 step robust_eval 60 python3 -m benchmarks.robust_eval --device "$DEVICE" "${ROB[@]}" --json "$OUT/robust.json"
+# 9. DeepFool / CW / FAB against torchattacks' (minimum-norm attacks)
+step min_norm 45 python3 -m benchmarks.min_norm --device "$DEVICE" "${MIN[@]}" --json "$OUT/min_norm.json"
 # 6. the adaptive bench over the whole grid with PGD-40 (#9), in a fresh folder (a bench refuses
 #    an --out made with other settings); ART's JPEG and TVM run on
 #    the host per image and per step, too slow for this call: their rows stay the CPU runs'

@@ -91,8 +91,8 @@ def clean_images(store: PairStore, rows: np.ndarray) -> tuple[torch.Tensor, torc
     return clean, torch.from_numpy(store.field("label")[picked])
 
 
-# The adaptive bench's attacks: PGD (with the bench's step), Auto-PGD with either loss, or the
-# black-box Square Attack (its `steps` are queries).
+# The adaptive bench's attacks: PGD (with the bench's step), Auto-PGD with either loss, FAB-T, the
+# black-box Square Attack (its `steps` are queries), or the whole AutoAttack ensemble.
 ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "fab-t", "square", "autoattack")
 # AutoAttack's standard budget is 100 APGD/FAB iterations and 5000 Square queries: Square gets this
 # many queries per iteration of the others.
@@ -102,8 +102,8 @@ AUTOATTACK_QUERIES_PER_STEP = 50
 def adaptive_attack(name: str, pipeline: nn.Module, eps: float, *, steps: int, rel_step: float, seed: int) -> Attack:
     """The adaptive attack ``name`` (one of `ADAPTIVE_ATTACKS`) on ``pipeline``; ``steps`` are
     Square's queries, and AutoAttack's APGD/FAB iterations (its Square gets
-    `AUTOATTACK_QUERIES_PER_STEP` times as many queries). APGD stops on success: only accuracy is measured, and it is the same with or
-    without early stop."""
+    `AUTOATTACK_QUERIES_PER_STEP` times as many queries). APGD stops on success: only accuracy is
+    measured, and it is the same with or without early stop."""
     if name == "pgd":
         return PGD(pipeline, eps=eps, steps=steps, rel_step=rel_step, seed=seed)
     if name in ("apgd-ce", "apgd-dlr"):

@@ -62,7 +62,7 @@ class BenchConfig:
     steps: int = 40
     modes: list[str] = field(default_factory=lambda: list(MODES))
     adaptive_steps: int = 40
-    # pgd, apgd-ce, apgd-dlr, fab-t, square or autoattack (robustness.ADAPTIVE_ATTACKS), also for the sanity check
+    # one of robustness.ADAPTIVE_ATTACKS (pgd, apgd-ce, ...), also for the sanity check
     adaptive_attack: str = "pgd"
     # The adaptive PGD's step as a fraction of eps; None: 2.5 / adaptive_steps (Madry et al.'s rule),
     # a path of 2.5·eps whatever the step count. Resolved at construction so a folder records it.
