@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from advkit.attacks import CW, FAB, DeepFool
-from advkit.models import create_classifier
-from benchmarks.gen_adv import load_images, timed
+from benchmarks.peers import peer_parser, run_against_peers, setup, speedup
 
 ATTACKS = ("deepfool", "cw", "fab")
 
@@ -99,43 +95,21 @@ def outcome(model: torch.nn.Module, x: torch.Tensor, adv: torch.Tensor, y: torch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser = peer_parser(__doc__.splitlines()[0], ATTACKS)
     parser.add_argument("--cw-c", type=float, default=0.1)
     parser.add_argument("--cw-steps", type=int, default=50)
     parser.add_argument("--fab-steps", type=int, default=10)
-    parser.add_argument("--attacks", default=",".join(ATTACKS))
-    parser.add_argument("--peers", default="torchattacks,ART")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    device = torch.device(args.device)
-    model = create_classifier(args.model).to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x, y = load_images(args.model, args.n, device)
-    peers = args.peers.split(",") if args.peers else []
-    env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version.split()[0]}
-    rows = []
-    for name in args.attacks.split(","):
-        if name not in ATTACKS:
-            parser.error(f"unknown attack {name!r}; use {', '.join(ATTACKS)}")
-        candidates = {"advkit": advkit_attack(name, model, args)}
-        if "torchattacks" in peers:
-            candidates["torchattacks"] = torchattacks_attack(name, model, args)
-        if "ART" in peers:
-            candidates["ART"] = art_attack(name, model, x, args, device)
-        for who, attack in candidates.items():
-            if attack is None:
-                rows.append({"attack": name, "by": who, "error": "not available"})
-                continue
-            torch.manual_seed(0)
-            rate, adv = timed(lambda a, b, atk=attack: atk(a, b), x, y, args.batch_size, device)
-            fooled, median = outcome(model, x, adv.detach(), y, name, args.batch_size)
-            rows.append({"attack": name, "by": who, "img_per_s": rate, "fooled": fooled, "median_distance": median})
+    device, model, x, y, env = setup(args)
+    makers = {"advkit": lambda name: advkit_attack(name, model, args),
+              "torchattacks": lambda name: torchattacks_attack(name, model, args),
+              "ART": lambda name: art_attack(name, model, x, args, device)}
+
+    def measure(name: str, adv: torch.Tensor) -> dict:
+        fooled, median = outcome(model, x, adv, y, name, args.batch_size)
+        return {"fooled": fooled, "median_distance": median}
+
+    rows = run_against_peers(parser, args, ATTACKS, makers, x, y, device, measure)
     print(f"# minimum-norm attacks on {env['device']}: {args.model}, {args.n} images; CW c={args.cw_c:g}, "
           f"{args.cw_steps} steps; FAB {args.fab_steps} steps; distance L2 (FAB: L∞ ×255)")
     print(f"{'attack':<9} {'by':<13} {'img/s':>9} {'fooled':>7} {'median dist.':>13} {'advkit speed ×':>15}")
@@ -143,10 +117,8 @@ def main() -> None:
         if "error" in r:
             print(f"{r['attack']:<9} {r['by']:<13} {r['error']}")
             continue
-        ours = next(p for p in rows if p["attack"] == r["attack"] and p["by"] == "advkit")
-        ratio = ours["img_per_s"] / r["img_per_s"]
         print(f"{r['attack']:<9} {r['by']:<13} {r['img_per_s']:>9.1f} {r['fooled']:>7.3f} "
-              f"{r['median_distance']:>13.4f} {ratio:>14.2f}×")
+              f"{r['median_distance']:>13.4f} {speedup(rows, r):>14.2f}×")
     if args.json:
         args.json.write_text(json.dumps({"env": env, "args": vars(args) | {"json": None}, "rows": rows}, indent=2,
                                         default=str))

@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from advkit.attacks import APGD, APGDT, FABT, Square
-from advkit.models import create_classifier
-from benchmarks.gen_adv import load_images, timed
+from benchmarks.peers import peer_parser, run_against_peers, setup, speedup
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 
@@ -100,45 +96,21 @@ def art_attack(name: str, model: torch.nn.Module, eps: float, x: torch.Tensor, a
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser = peer_parser(__doc__.splitlines()[0], ATTACKS)
     parser.add_argument("--eps", type=float, default=1 / 255)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--attacks", default=",".join(ATTACKS))
-    parser.add_argument("--peers", default="torchattacks,ART")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    device = torch.device(args.device)
-    model = create_classifier(args.model).to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x, y = load_images(args.model, args.n, device)
-    peers = args.peers.split(",") if args.peers else []
-    env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "python": sys.version.split()[0]}
-    rows = []
-    for name in args.attacks.split(","):
-        if name not in ATTACKS:
-            parser.error(f"unknown attack {name!r}; use {', '.join(ATTACKS)}")
-        candidates = {"advkit": advkit_attack(name, model, args.eps, args)}
-        if "torchattacks" in peers:
-            candidates["torchattacks"] = torchattacks_attack(name, model, args.eps, args)
-        if "ART" in peers:
-            candidates["ART"] = art_attack(name, model, args.eps, x, args, device)
-        for who, attack in candidates.items():
-            if attack is None:
-                rows.append({"attack": name, "by": who, "error": "not available"})
-                continue
-            torch.manual_seed(0)  # the peers draw their random starts from torch's global generator
-            rate, adv = timed(lambda a, b, atk=attack: atk(a, b), x, y, args.batch_size, device)
-            adv = adv.detach()  # torchattacks' outputs may still require grad
-            rows.append({"attack": name, "by": who, "img_per_s": rate,
-                         "robust_accuracy": robust_accuracy(model, adv, y, args.batch_size),
-                         "max_linf": float((adv - x).abs().max())})
+    device, model, x, y, env = setup(args)
+    makers = {"advkit": lambda name: advkit_attack(name, model, args.eps, args),
+              "torchattacks": lambda name: torchattacks_attack(name, model, args.eps, args),
+              "ART": lambda name: art_attack(name, model, args.eps, x, args, device)}
+
+    def measure(name: str, adv: torch.Tensor) -> dict:
+        return {"robust_accuracy": robust_accuracy(model, adv, y, args.batch_size),
+                "max_linf": float((adv - x).abs().max())}
+
+    rows = run_against_peers(parser, args, ATTACKS, makers, x, y, device, measure)
     clean = robust_accuracy(model, x, y, args.batch_size)
     print(f"# robust evaluation on {env['device']}: {args.model}, {args.n} images, eps {args.eps:.5g}, "
           f"{args.steps} APGD/FAB steps, {args.queries} Square queries; clean accuracy {clean:.3f}")
@@ -147,9 +119,8 @@ def main() -> None:
         if "error" in r:
             print(f"{r['attack']:<9} {r['by']:<13} {r['error']}")
             continue
-        ours = next(p for p in rows if p["attack"] == r["attack"] and p["by"] == "advkit")
-        ratio = ours["img_per_s"] / r["img_per_s"]
-        print(f"{r['attack']:<9} {r['by']:<13} {r['img_per_s']:>9.1f} {r['robust_accuracy']:>10.3f} {ratio:>14.2f}×")
+        print(f"{r['attack']:<9} {r['by']:<13} {r['img_per_s']:>9.1f} {r['robust_accuracy']:>10.3f} "
+              f"{speedup(rows, r):>14.2f}×")
     if args.json:
         args.json.write_text(json.dumps({"env": env, "args": vars(args) | {"json": None}, "clean_accuracy": clean,
                                          "rows": rows}, indent=2, default=str))
