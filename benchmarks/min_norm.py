@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 
 from advkit.attacks import CW, FAB, DeepFool
-from benchmarks.peers import peer_parser, run_against_peers, setup, speedup
+from benchmarks.peers import art_classifier, art_runner, peer_parser, run_against_peers, setup, speedup
 
 ATTACKS = ("deepfool", "cw", "fab")
 
@@ -55,16 +55,13 @@ def art_attack(name: str, model: torch.nn.Module, x: torch.Tensor, args: argpars
     try:
         from art.attacks.evasion import CarliniL2Method
         from art.attacks.evasion import DeepFool as ArtDeepFool
-        from art.estimators.classification import PyTorchClassifier
     except ImportError:
         return None
     if name == "fab":
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                                nb_classes=model.num_classes, clip_values=(0.0, 1.0),
-                                device_type="gpu" if device.type == "cuda" else "cpu")
+        clf = art_classifier(model, x, device)
         if name == "deepfool":
             attack = ArtDeepFool(clf, max_iter=50, epsilon=0.02, nb_grads=model.num_classes,
                                  batch_size=args.batch_size, verbose=False)
@@ -72,13 +69,7 @@ def art_attack(name: str, model: torch.nn.Module, x: torch.Tensor, args: argpars
             attack = CarliniL2Method(clf, confidence=0.0, learning_rate=0.01, binary_search_steps=1,
                                      max_iter=args.cw_steps, initial_const=args.cw_c, batch_size=args.batch_size,
                                      verbose=False)
-
-    def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.from_numpy(attack.generate(a.cpu().numpy(), y=b.cpu().numpy())).to(device)
-
-    return run
+    return art_runner(attack, device)
 
 
 def outcome(model: torch.nn.Module, x: torch.Tensor, adv: torch.Tensor, y: torch.Tensor, name: str,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,25 @@ def speedup(rows: list[dict[str, Any]], row: dict[str, Any]) -> float:
     """advkit's images/s over ``row``'s, for the same attack."""
     ours = next(r for r in rows if r["attack"] == row["attack"] and r["by"] == "advkit")
     return ours["img_per_s"] / row["img_per_s"]
+
+
+def art_classifier(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> Any:
+    """ART's PyTorchClassifier around ``model`` for images shaped like ``x`` in [0, 1] (ART imported)."""
+    from art.estimators.classification import PyTorchClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                 nb_classes=model.num_classes, clip_values=(0.0, 1.0),
+                                 device_type="gpu" if device.type == "cuda" else "cpu")
+
+
+def art_runner(attack: Any, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """An ART evasion attack as adv = f(images, labels) on torch tensors (ART works in numpy)."""
+
+    def run(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.from_numpy(attack.generate(images.cpu().numpy(), y=labels.cpu().numpy())).to(device)
+
+    return run

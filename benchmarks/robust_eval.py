@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from advkit.attacks import APGD, APGDT, FABT, Square
-from benchmarks.peers import peer_parser, run_against_peers, setup, speedup
+from benchmarks.peers import art_classifier, art_runner, peer_parser, run_against_peers, setup, speedup
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 
@@ -68,16 +68,13 @@ def art_attack(name: str, model: torch.nn.Module, eps: float, x: torch.Tensor, a
                device: torch.device) -> Callable | None:
     try:
         from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
-        from art.estimators.classification import PyTorchClassifier
     except ImportError:
         return None
     if name in ("apgd-t", "fab-t"):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                                nb_classes=model.num_classes, clip_values=(0.0, 1.0),
-                                device_type="gpu" if device.type == "cuda" else "cpu")
+        clf = art_classifier(model, x, device)
         if name == "square":
             attack = SquareAttack(clf, norm=np.inf, eps=eps, max_iter=args.queries, p_init=0.8, nb_restarts=1,
                                   batch_size=args.batch_size, verbose=False)
@@ -86,13 +83,7 @@ def art_attack(name: str, model: torch.nn.Module, eps: float, x: torch.Tensor, a
             attack = AutoProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=args.steps,
                                                   nb_random_init=1, batch_size=args.batch_size, loss_type=loss,
                                                   verbose=False)
-
-    def run(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.from_numpy(attack.generate(a.cpu().numpy(), y=b.cpu().numpy())).to(device)
-
-    return run
+    return art_runner(attack, device)
 
 
 def main() -> None:
