@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advkit.attacks.base import Attack, check_counts, project_linf
+from advkit.attacks.base import Attack, check_counts, project_linf, unit_linf
 
 LOSSES = ("ce", "dlr")
 
@@ -140,14 +140,9 @@ class APGD(Attack):
         return grad, loss.detach(), logits.detach()
 
     def draw_start(self, shape: torch.Size) -> torch.Tensor:
-        """Random start offsets in units of eps (CPU, from the attack's generator)."""
-        return self.unit_max(torch.rand(shape, generator=self._generator) * 2 - 1)
-
-    @staticmethod
-    def unit_max(t: torch.Tensor) -> torch.Tensor:
-        """``t`` scaled so each image's largest absolute value is 1: the start sits on the ball's
-        surface in L∞, as in AutoAttack."""
-        return t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
+        """Random start offsets in units of eps (CPU, from the attack's generator), on the ball's
+        surface in L∞ as in AutoAttack."""
+        return unit_linf(torch.rand(shape, generator=self._generator) * 2 - 1)
 
     project = staticmethod(project_linf)
 
@@ -195,7 +190,7 @@ class APGD(Attack):
             todo = (~fooled if self.early_stop or restart else torch.ones_like(fooled)).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            start = self.draw_start(x0.shape) if init is None or restart else self.unit_max(init.float())
+            start = self.draw_start(x0.shape) if init is None or restart else unit_linf(init.float())
             adv, hit, x_best, loss_best = self.single_run(x0[todo], labels[todo], eps_t[todo],
                                                           start.to(x0.device)[todo])
             fooled[todo[hit]] = True

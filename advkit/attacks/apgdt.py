@@ -11,6 +11,7 @@ from torch import nn
 
 from advkit.attacks.apgd import APGD
 from advkit.attacks.base import check_counts
+from advkit.attacks.targets import next_ranked_targets
 
 
 def targeted_dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -70,11 +71,8 @@ class APGDT(APGD):
     ) -> Iterator[torch.Tensor]:
         """(B, 2) [true class, target] for each target: the class ranked k-th after the top by the
         clean logits, k = 1..``n_targets``, while any image is left to fool."""
-        ranked = clean_logits.argsort(dim=1, descending=True)
-        for k in range(1, min(self.n_targets, clean_logits.shape[1] - 1) + 1):
-            if bool(fooled.all()):
-                return
-            yield torch.stack([labels, ranked[:, k]], dim=1)
+        for targets in next_ranked_targets(clean_logits, self.n_targets, fooled):
+            yield torch.stack([labels, targets], dim=1)
 
     def config(self) -> dict[str, Any]:
         config = {**super().config(), "loss": "dlr-targeted", "n_targets": self.n_targets}

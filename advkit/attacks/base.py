@@ -38,6 +38,11 @@ def project_linf(x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torc
     return torch.minimum(torch.maximum(x, x0 - eps_t), x0 + eps_t).clamp(0, 1)
 
 
+def unit_linf(t: torch.Tensor) -> torch.Tensor:
+    """``t`` scaled so each image's largest absolute value is 1 (a point on the unit L∞ sphere)."""
+    return t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
+
+
 def check_images(images: torch.Tensor) -> None:
     """A float (B, C, H, W) tensor with values in [0, 1]; else a `ValueError` naming what is wrong."""
     if images.ndim != 4:

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, check_counts
+from advkit.attacks.base import Attack, check_counts, unit_linf
 from advkit.attacks.boundary import nearest_boundary
+from advkit.attacks.targets import next_ranked_targets
 
 
 def linf_step_to_hyperplane(points: torch.Tensor, normals: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -163,8 +164,7 @@ class FAB(Attack):
                     break
                 start = None
                 if restart:
-                    noise = torch.rand(x0.shape, generator=self._generator).to(x0.device)[todo] * 2 - 1
-                    noise = noise / noise.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                    noise = unit_linf(torch.rand(x0.shape, generator=self._generator).to(x0.device)[todo] * 2 - 1)
                     start = (x0[todo] + 0.5 * eps_t[todo] * noise).clamp(0, 1)
                 best, best_norm = self.single_run(x0[todo], labels[todo], None if targets is None else targets[todo],
                                                   start)
@@ -198,11 +198,7 @@ class FABT(FAB):
     def searches(
         self, labels: torch.Tensor, clean_logits: torch.Tensor, done: torch.Tensor
     ) -> Iterator[torch.Tensor | None]:
-        ranked = clean_logits.argsort(dim=1, descending=True)
-        for k in range(1, min(self.n_targets, clean_logits.shape[1] - 1) + 1):
-            if bool(done.all()):
-                return
-            yield ranked[:, k]
+        yield from next_ranked_targets(clean_logits, self.n_targets, done)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "n_targets": self.n_targets}

@@ -6,6 +6,8 @@ class other than the true one, the class the model finds least likely, or a fixe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -52,3 +54,16 @@ def least_likely_targets(model: nn.Module, images: torch.Tensor, rank: int = 1) 
     if not 1 <= rank <= logits.shape[1]:
         raise ValueError(f"rank must lie in 1..{logits.shape[1]}, got {rank}")
     return logits.float().topk(rank, dim=1, largest=False).indices[:, rank - 1]
+
+
+def next_ranked_targets(
+    clean_logits: torch.Tensor, n_targets: int, finished: torch.Tensor
+) -> Iterator[torch.Tensor]:
+    """(B,) int64 for k = 1..``n_targets``: each image's class with the k-th highest clean logit
+    after the top one (AutoAttack's targets for APGD-T and FAB-T), stopping early once every entry
+    of ``finished`` (B,) bool is True; the caller updates ``finished`` between yields."""
+    ranked = clean_logits.argsort(dim=1, descending=True)
+    for k in range(1, min(n_targets, clean_logits.shape[1] - 1) + 1):
+        if bool(finished.all()):
+            return
+        yield ranked[:, k]

@@ -31,3 +31,20 @@ class Scaled(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images) * self.factor
+
+
+def affine_nearest_boundary(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, dual_p: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For ``model`` = Sequential(Flatten, Linear) and images away from the box edges: each image's
+    nearest boundary in the norm whose dual is ``dual_p`` (1 for L∞, 2 for L2), as (B,) tensors
+    (distance, margin z_y − z_c, size ‖w_y − w_c‖_dual), distance = margin / size: the exact
+    least distance to any other class, known in closed form."""
+    weight = model[1].weight.detach()
+    with torch.no_grad():
+        z = model(x)
+    margin = z.gather(1, y[:, None]) - z
+    size = (weight[y][:, None, :] - weight[None]).norm(p=dual_p, dim=2)
+    distance = (margin / size).scatter(1, y[:, None], torch.inf)
+    nearest = distance.argmin(1, keepdim=True)
+    return tuple(t.gather(1, nearest).squeeze(1) for t in (distance, margin, size))

@@ -9,7 +9,7 @@ from torch import nn
 
 from advkit.attacks import CW
 from advkit.attacks.cw import cw_margin
-from tests.attacks._helpers import accuracy
+from tests.attacks._helpers import accuracy, affine_nearest_boundary
 
 
 def test_cw_margin_matches_its_definition():
@@ -29,15 +29,6 @@ def linear():
     """An affine 4-class model: its least L2 distance to each boundary is known in closed form."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 10 * 10, 4)).eval()
-
-
-def minimal_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(z_y − z_c) / ‖w_y − w_c‖₂, least over c ≠ y: the box-free minimum, a lower bound in the box."""
-    weight = model[1].weight.detach()
-    with torch.no_grad():
-        z = model(x)
-    return torch.stack([min((z[i, y[i]] - z[i, c]) / (weight[y[i]] - weight[c]).norm()
-                            for c in range(z.shape[1]) if c != y[i]) for i in range(len(x))])
 
 
 def test_cw_contract(linear):
@@ -66,7 +57,7 @@ def test_cw_binary_search_approaches_the_minimal_distance(linear):
     x = 0.4 + 0.2 * torch.rand(8, 3, 10, 10, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         y = linear(x).argmax(1)
-    minimal = minimal_l2(linear, x, y)
+    minimal, _, _ = affine_nearest_boundary(linear, x, y, dual_p=2)
     one = CW(linear, c=1.0, steps=100)
     one(x, y)
     searched = CW(linear, c=1.0, steps=100, binary_search_steps=6)

@@ -11,7 +11,7 @@ from torch import nn
 
 from advkit.attacks import FAB, FABT
 from advkit.attacks.fab import linf_step_to_hyperplane
-from tests.attacks._helpers import accuracy
+from tests.attacks._helpers import accuracy, affine_nearest_boundary
 
 
 def random_hyperplanes(rows: int = 60, n: int = 24, seed: int = 0):
@@ -65,14 +65,9 @@ def test_fab_finds_a_linear_models_minimal_distance():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5)).eval()
     x = 0.4 + 0.2 * torch.rand(16, 3, 8, 8)
-    weight = model[1].weight.detach()
     with torch.no_grad():
-        z = model(x)
-    y = z.argmax(1)
-    minimal = torch.stack([
-        min((z[i, y[i]] - z[i, c]) / (weight[y[i]] - weight[c]).abs().sum() for c in range(5) if c != y[i])
-        for i in range(16)
-    ])
+        y = model(x).argmax(1)
+    minimal, _, _ = affine_nearest_boundary(model, x, y, dual_p=1)
     for attack in (FAB(model, eps=1.0, steps=30), FABT(model, eps=1.0, steps=30, n_targets=4)):
         adv = attack(x, y)
         ratio = attack.norms / minimal

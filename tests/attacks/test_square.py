@@ -87,8 +87,6 @@ def test_square_arguments(linear):
         Square(linear)(torch.rand(1, 3, 10, 10), eps=8)
 
 
-
-
 def test_square_matches_torchattacks(resnet20_cifar):
     """Same budget: robust accuracy within 4 points of torchattacks' Square (other random squares)."""
     torchattacks = pytest.importorskip("torchattacks")
