@@ -140,15 +140,20 @@ class Attack(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The checked start of every L∞ attack's ``forward``: (x0, labels, eps).
 
-        x0: ``images`` detached as float32 (B, C, H, W); labels: (B,) int64, the model's predictions
-        where ``labels`` is None; eps: (B, 1, 1, 1) float32, ``self.eps`` where ``eps`` is None.
+        x0, labels: as `prepare_batch`; eps: (B, 1, 1, 1) float32, ``self.eps`` where ``eps`` is None.
         """
-        check_images(images)
-        x0 = images.detach().float()
         radius = self.eps if eps is None else eps
         if radius is None:
             raise ValueError(f"{self.name}: no eps given and the attack has no default radius")
-        return x0, self.resolve_labels(x0, labels), as_eps_tensor(radius, x0.shape[0], x0, self.max_eps)
+        x0, labels = self.prepare_batch(images, labels)
+        return x0, labels, as_eps_tensor(radius, x0.shape[0], x0, self.max_eps)
+
+    def prepare_batch(self, images: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The checked start of every ``forward``: ``images`` detached as float32 (B, C, H, W) and
+        (B,) int64 labels (the model's predictions where ``labels`` is None)."""
+        check_images(images)
+        x0 = images.detach().float()
+        return x0, self.resolve_labels(x0, labels)
 
     def config(self) -> dict[str, Any]:
         """The attack's full configuration, as recorded in stores and results (JSON-able)."""

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, check_counts, check_images
+from advkit.attacks.base import Attack, check_counts
 
 # atanh of exactly ±1 is infinite: a pixel at 0 or 1 would never move again (and get no gradient)
 _TANH_MARGIN = 1 - 1e-6
@@ -71,9 +71,7 @@ class CW(Attack):
         self.norms = torch.empty(0)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        check_images(images)
-        x0 = images.detach().float()
-        labels = self.resolve_labels(x0, labels)
+        x0, labels = self.prepare_batch(images, labels)
         n = x0.shape[0]
         out = x0.clone()
         best_sq = torch.full((n,), math.inf, device=x0.device)

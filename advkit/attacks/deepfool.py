@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, check_counts, check_images
+from advkit.attacks.base import Attack, check_counts
 from advkit.attacks.boundary import nearest_boundary
 
 NORMS = ("l2", "linf")
@@ -60,9 +60,7 @@ class DeepFool(Attack):
         return flat.norm(dim=1) if self.norm == "l2" else flat.abs().amax(1)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        check_images(images)
-        x0 = images.detach().float()
-        labels = self.resolve_labels(x0, labels)
+        x0, labels = self.prepare_batch(images, labels)
         n = x0.shape[0]
         out, x = x0.clone(), x0.clone()
         total = torch.zeros_like(x0)  # the summed steps

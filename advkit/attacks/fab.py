@@ -140,7 +140,7 @@ class FAB(Attack):
             alpha = (size[:n] / (size[:n] + size[n:])).clamp(0, self.alpha_max).view(n, 1, 1, 1)
             x = ((x + self.eta * to_boundary) * (1 - alpha) + (x0 + self.eta * from_clean) * alpha).clamp(0, 1)
             with torch.no_grad():
-                fooled = self.logits(x).argmax(1) != labels
+                fooled = self.succeeded(self.logits(x), labels)
             norm = (x - x0).flatten(1).abs().amax(1)
             smaller = fooled & (norm < best_norm)
             best[smaller], best_norm[smaller] = x[smaller], norm[smaller]
@@ -153,7 +153,7 @@ class FAB(Attack):
         x0, labels, eps_t = self.prepare(images, labels, eps)
         with torch.no_grad():
             clean_logits = self.logits(x0)
-        done = clean_logits.argmax(1) != labels  # misclassified from the start: nothing to search
+        done = self.succeeded(clean_logits, labels)  # misclassified from the start: nothing to search
         norms = torch.where(done, 0.0, math.inf)
         out = x0.clone()
         eps_flat = eps_t.flatten()
