@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from advkit.attacks.base import Attack, check_counts, project_linf, unit_linf
@@ -85,6 +84,7 @@ class APGD(Attack):
     """
 
     name = "apgd"
+    supports_eot = True
 
     def __init__(
         self,
@@ -123,8 +123,7 @@ class APGD(Attack):
         """(B,) loss each image's iterates ascend (higher: nearer success)."""
         if self.loss == "dlr":
             return dlr_loss(logits, labels)
-        loss = F.cross_entropy(logits, labels, reduction="none")
-        return -loss if self.targeted else loss
+        return super().sample_loss(logits, labels)
 
     def attack_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.sample_loss(logits, labels).sum()
@@ -132,12 +131,9 @@ class APGD(Attack):
     def loss_and_gradient(
         self, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(∇_x of the summed loss, (B,) per-image loss, logits) at detached ``images``."""
-        x = images.detach().requires_grad_(True)
-        logits = self.logits(x)
-        loss = self.sample_loss(logits, labels)
-        (grad,) = torch.autograd.grad(loss.sum(), x)
-        return grad, loss.detach(), logits.detach()
+        """(∇_x of the summed loss, (B,) per-image loss, logits) at detached ``images``: means over
+        ``eot_samples`` passes (AutoAttack's ``eot_iter``), see `Attack.expected_gradient`."""
+        return self.expected_gradient(images, labels)
 
     def draw_start(self, shape: torch.Size) -> torch.Tensor:
         """Random start offsets in units of eps (CPU, from the attack's generator), on the ball's

@@ -14,20 +14,25 @@ from advkit.attacks.base import Attack
 from advkit.attacks.fab import FABT
 from advkit.attacks.square import Square
 
-VERSIONS = ("standard", "fast")
+VERSIONS = ("standard", "fast", "rand")
+# AutoAttack's rand version averages each APGD gradient over this many draws of the model.
+RAND_EOT_SAMPLES = 20
 
 
 class AutoAttack(Attack):
-    """APGD-CE, APGD-T, FAB-T and Square (``standard``, AutoAttack's standard version), or APGD-CE
-    and APGD-DLR (``fast``), L∞.
+    """APGD-CE, APGD-T, FAB-T and Square (``standard``, AutoAttack's standard version), APGD-CE
+    and APGD-DLR (``fast``), or APGD-CE and APGD-DLR with EOT over 20 draws (``rand``, AutoAttack's
+    version for randomized defenses), L∞.
 
     Args:
         model: classifier over [0, 1] images.
         eps: L∞ radius on the [0, 1] scale (a per-sample tensor may be passed to ``forward``).
-        version: ``standard`` or ``fast``.
+        version: ``standard``, ``fast`` or ``rand``.
         steps: APGD and FAB iterations (100, AutoAttack's), per target for APGD-T and FAB-T.
         n_targets: APGD-T's and FAB-T's target classes (9).
         queries: Square's query budget (5000).
+        eot_samples: forward/backward passes each APGD gradient averages (None: 20 for ``rand``,
+            1 otherwise); see `Attack.expected_gradient`.
         seed: seeds every attack's random starts and squares.
         precision, channels_last: passed to every attack.
 
@@ -42,20 +47,24 @@ class AutoAttack(Attack):
     supports_targeted = False
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, version: str = "standard", steps: int = 100,
-                 n_targets: int = 9, queries: int = 5000, seed: int = 0, **kwargs: Any) -> None:
+                 n_targets: int = 9, queries: int = 5000, seed: int = 0, eot_samples: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         if version not in VERSIONS:
-            raise ValueError(f"unknown version {version!r}; use {' or '.join(VERSIONS)}")
+            raise ValueError(f"unknown version {version!r}; use {', '.join(VERSIONS)}")
         self.eps = eps
         self.version = version
+        if eot_samples is None:
+            eot_samples = RAND_EOT_SAMPLES if version == "rand" else 1
         common = {"eps": eps, "seed": seed, **kwargs}
-        attacks: list[Attack] = [APGD(model, steps=steps, loss="ce", early_stop=True, **common)]
+        apgd = {**common, "steps": steps, "eot_samples": eot_samples}
+        attacks: list[Attack] = [APGD(model, loss="ce", early_stop=True, **apgd)]
         if version == "standard":
-            attacks += [APGDT(model, steps=steps, n_targets=n_targets, **common),
+            attacks += [APGDT(model, n_targets=n_targets, **apgd),
                         FABT(model, steps=steps, n_targets=n_targets, **common),
                         Square(model, queries=queries, **common)]
         else:
-            attacks.append(APGD(model, steps=steps, loss="dlr", early_stop=True, **common))
+            attacks.append(APGD(model, loss="dlr", early_stop=True, **apgd))
         # a plain list, not a ModuleList: the sub-attacks share `model`, registered once above
         self.attacks = attacks
         self.history: list[tuple[str, float]] = []

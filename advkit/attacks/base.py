@@ -62,6 +62,11 @@ class Attack(nn.Module):
         targeted: the labels given to ``forward`` are target classes, and the attack descends their
             cross-entropy instead of ascending the true class's (torchattacks' targeted mode, ART's
             ``targeted=True``); see `advkit.attacks.targets` for random or least-likely targets.
+        eot_samples: Expectation over Transformation (Athalye et al., 2018): each gradient is the
+            mean over this many forward/backward passes, for a model with a randomized defense in
+            it (a fresh draw each pass); 1 (default) is the plain gradient. Only attacks with
+            ``supports_eot`` take more than 1 (the gradient attacks: FGSM, TI-FGSM, PGD, PGD-L2,
+            APGD, APGD-T).
 
     ``forward(images, labels)``: images (B, C, H, W) float in [0, 1], labels (B,) int64 (None:
     the model's own predictions; a targeted attack needs them) → adversarial images, same shape, in
@@ -72,17 +77,34 @@ class Attack(nn.Module):
     eps: float | None = None  # the default L∞ radius of the attacks that have one
     supports_targeted = True  # False where the objective is not a class's cross-entropy
     max_eps = 1.0  # the largest radius that means anything: L∞ on [0, 1] images
+    supports_eot = False  # True where every gradient goes through `expected_gradient`
 
     def __init__(
-        self, model: nn.Module, *, precision: str = "fp32", channels_last: bool = False, targeted: bool = False
+        self,
+        model: nn.Module,
+        *,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        targeted: bool = False,
+        eot_samples: int = 1,
     ) -> None:
         super().__init__()
         if targeted and not self.supports_targeted:
             raise ValueError(f"{self.name} has no targeted mode")
+        check_counts(eot_samples=eot_samples)
+        if eot_samples > 1 and not self.supports_eot:
+            raise ValueError(f"{self.name} takes no eot_samples (EOT is for the gradient attacks: FGSM, TI-FGSM, "
+                             "PGD, PGD-L2, APGD, APGD-T)")
         self.model = model
         self.precision = check_precision(precision)
         self.channels_last = channels_last
         self.targeted = bool(targeted)
+        self.eot_samples = int(eot_samples)
+
+    def sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B,) loss each image ascends: CE of the true label, or −CE of the target."""
+        loss = F.cross_entropy(logits, labels, reduction="none")
+        return -loss if self.targeted else loss
 
     def attack_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The summed loss every step ascends: CE of the true labels, or −CE of the targets."""
@@ -103,11 +125,40 @@ class Attack(nn.Module):
         return out.float()
 
     def input_gradient(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(∇_x of `attack_loss`, logits) for a detached ``images`` batch."""
-        x = images.detach().requires_grad_(True)
-        logits = self.logits(x)
-        (grad,) = torch.autograd.grad(self.attack_loss(logits, labels), x)
-        return grad, logits.detach()
+        """(∇_x of `attack_loss`, logits) for a detached ``images`` batch (EOT means with
+        ``eot_samples`` > 1, see `expected_gradient`)."""
+        if self.eot_samples == 1:
+            x = images.detach().requires_grad_(True)
+            logits = self.logits(x)
+            (grad,) = torch.autograd.grad(self.attack_loss(logits, labels), x)
+            return grad, logits.detach()
+        grad, _, logits = self.expected_gradient(images, labels)
+        return grad, logits
+
+    def expected_gradient(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(∇_x of the summed `sample_loss`, (B,) per-image loss, logits) at detached ``images``,
+        each the mean over ``eot_samples`` forward/backward passes.
+
+        With a deterministic model every pass is the same and the mean is the plain gradient; with
+        a randomized one (fresh noise, masks or transforms each call) it estimates the gradient of
+        the expected loss, which is what an attack on the defense in deployment has to ascend. One
+        pass at a time, so memory stays that of a single pass. The logits' mean decides early stops
+        and best iterates: an image counts as fooled when the expected logits are.
+        """
+        grad_sum = loss_sum = logits_sum = None
+        for _ in range(self.eot_samples):
+            x = images.detach().requires_grad_(True)
+            logits = self.logits(x)
+            loss = self.sample_loss(logits, labels)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+            if grad_sum is None:
+                grad_sum, loss_sum, logits_sum = grad, loss.detach(), logits.detach()
+            else:
+                grad_sum, loss_sum, logits_sum = grad_sum + grad, loss_sum + loss.detach(), logits_sum + logits.detach()
+        n = self.eot_samples
+        return grad_sum / n, loss_sum / n, logits_sum / n  # type: ignore[operator]
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -160,4 +211,6 @@ class Attack(nn.Module):
         config: dict[str, Any] = {"name": self.name, "precision": self.precision, "channels_last": self.channels_last}
         if self.supports_targeted:
             config["targeted"] = self.targeted
+        if self.eot_samples > 1:  # absent: one pass per gradient, as in every store made before EOT
+            config["eot_samples"] = self.eot_samples
         return config

@@ -20,6 +20,7 @@ class FGSM(Attack):
     """
 
     name = "fgsm"
+    supports_eot = True
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)

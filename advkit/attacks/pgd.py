@@ -33,6 +33,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    supports_eot = True
 
     def __init__(
         self,

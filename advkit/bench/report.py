@@ -26,16 +26,22 @@ def adaptive_attack_label(cfg: dict[str, Any], steps: int | None = None) -> str:
     (``steps`` instead of the configured count: the sanity check's)."""
     name = cfg.get("adaptive_attack", "pgd")
     count = cfg["adaptive_steps"] if steps is None else steps
+    eot = cfg.get("adaptive_eot") or 1
+    eot_text = f"EOT over {eot} draws" if eot > 1 else ""
     if name == "pgd":
-        return f"PGD-{count}" + (f" (step {_step_text(cfg)})" if steps is None else "")
+        notes = [f"step {_step_text(cfg)}"] if steps is None else []
+        return f"PGD-{count}" + (f" ({', '.join([*notes, eot_text] if eot_text else notes)})"
+                                 if notes or eot_text else "")
     if name == "square":
         return f"Square ({count} queries, black box)"
     if name == "autoattack":
         from advkit.bench.robustness import AUTOATTACK_QUERIES_PER_STEP  # lazily: it imports torch
 
-        return (f"AutoAttack (APGD-CE, APGD-T, FAB-T: {count} iterations; "
+        return (f"AutoAttack (APGD-CE, APGD-T{f' with {eot_text}' if eot_text else ''}, FAB-T: {count} iterations; "
                 f"Square: {AUTOATTACK_QUERIES_PER_STEP * count} queries)")
-    return f"{name.upper()}-{count}"
+    if name == "autoattack-rand":
+        return f"AutoAttack rand (APGD-CE, APGD-DLR: {count} iterations, {eot_text or 'no EOT'})"
+    return f"{name.upper()}-{count}" + (f" ({eot_text})" if eot_text else "")
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -114,6 +120,11 @@ def markdown(report: dict[str, Any]) -> str:
     }
     for mode in ("oblivious", "adaptive"):
         for model, defenses in report.get(mode, {}).items():
+            unaveraged = [name for name, e in defenses.items() if e.get("randomized")] if mode == "adaptive" else []
+            if unaveraged and (cfg.get("adaptive_eot") or 1) == 1:
+                lines += [f"Randomized defenses attacked without EOT ({', '.join(map(display_name, unaveraged))}): "
+                          "each step followed one random draw, so their rows can overstate robustness; "
+                          "rerun with --adaptive-eot N.", ""]
             radii = [c["eps"] for c in next(iter(defenses.values()))["per_eps"]]
             head = ["defense", *("clean" if e == 0 else f"{e:g}" for e in radii)]
             if mode == "adaptive":

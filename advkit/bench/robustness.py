@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from advkit.attacks import APGD, FABT, PGD, Attack, AutoAttack, Square
+from advkit.attacks.autoattack import RAND_EOT_SAMPLES  # noqa: F401  (the bench's default EOT for autoattack-rand)
 from advkit.data.store import PairStore
 from advkit.defenses import DefendedClassifier, evaluate_on_store, store_rows
 
@@ -92,28 +93,39 @@ def clean_images(store: PairStore, rows: np.ndarray) -> tuple[torch.Tensor, torc
 
 
 # The adaptive bench's attacks: PGD (with the bench's step), Auto-PGD with either loss, FAB-T, the
-# black-box Square Attack (its `steps` are queries), or the whole AutoAttack ensemble.
-ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "fab-t", "square", "autoattack")
+# black-box Square Attack (its `steps` are queries), the whole AutoAttack ensemble, or AutoAttack's
+# version for randomized defenses (APGD-CE and APGD-DLR with EOT).
+ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "fab-t", "square", "autoattack", "autoattack-rand")
+# The attacks whose gradients can average EOT draws (AutoAttack's: its APGD stages).
+EOT_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "autoattack", "autoattack-rand")
 # AutoAttack's standard budget is 100 APGD/FAB iterations and 5000 Square queries: Square gets this
 # many queries per iteration of the others.
 AUTOATTACK_QUERIES_PER_STEP = 50
 
 
-def adaptive_attack(name: str, pipeline: nn.Module, eps: float, *, steps: int, rel_step: float, seed: int) -> Attack:
+def adaptive_attack(name: str, pipeline: nn.Module, eps: float, *, steps: int, rel_step: float, seed: int,
+                    eot_samples: int = 1) -> Attack:
     """The adaptive attack ``name`` (one of `ADAPTIVE_ATTACKS`) on ``pipeline``; ``steps`` are
     Square's queries, and AutoAttack's APGD/FAB iterations (its Square gets
     `AUTOATTACK_QUERIES_PER_STEP` times as many queries). APGD stops on success: only accuracy is
-    measured, and it is the same with or without early stop."""
+    measured, and it is the same with or without early stop. ``eot_samples``: gradient passes
+    averaged per step (`EOT_ATTACKS` only)."""
+    if eot_samples > 1 and name not in EOT_ATTACKS:
+        raise ValueError(f"{name} takes no EOT; use one of {', '.join(EOT_ATTACKS)}")
     if name == "pgd":
-        return PGD(pipeline, eps=eps, steps=steps, rel_step=rel_step, seed=seed)
+        return PGD(pipeline, eps=eps, steps=steps, rel_step=rel_step, seed=seed, eot_samples=eot_samples)
     if name in ("apgd-ce", "apgd-dlr"):
-        return APGD(pipeline, eps=eps, steps=steps, loss=name.removeprefix("apgd-"), early_stop=True, seed=seed)
+        return APGD(pipeline, eps=eps, steps=steps, loss=name.removeprefix("apgd-"), early_stop=True, seed=seed,
+                    eot_samples=eot_samples)
     if name == "fab-t":
         return FABT(pipeline, eps=eps, steps=steps, seed=seed)
     if name == "square":
         return Square(pipeline, eps=eps, queries=steps, seed=seed)
     if name == "autoattack":
-        return AutoAttack(pipeline, eps=eps, steps=steps, queries=AUTOATTACK_QUERIES_PER_STEP * steps, seed=seed)
+        return AutoAttack(pipeline, eps=eps, steps=steps, queries=AUTOATTACK_QUERIES_PER_STEP * steps, seed=seed,
+                          eot_samples=eot_samples)
+    if name == "autoattack-rand":
+        return AutoAttack(pipeline, eps=eps, version="rand", steps=steps, seed=seed, eot_samples=eot_samples)
     raise ValueError(f"unknown adaptive attack {name!r}; use {', '.join(ADAPTIVE_ATTACKS)}")
 
 
@@ -130,23 +142,29 @@ def adaptive_cell(
     batch_size: int,
     device: torch.device,
     attack: str = "pgd",
+    eot_samples: int = 1,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Accuracy of the pipeline under ``attack`` (PGD: ``steps`` steps of ``rel_step``·eps, random
     start; APGD: ``steps`` iterations, its own step) on the pipeline itself (eps = 0: clean accuracy).
 
-    ``eps = 1`` is the unbounded sanity check (every image in [0, 1] is reachable).
+    ``eps = 1`` is the unbounded sanity check (every image in [0, 1] is reachable). A randomized
+    defense draws from torch's global generator, seeded per batch here (and restored after), so a
+    cell repeats; its accuracy is that of one draw per image after the attack.
     """
     pipeline = DefendedClassifier(defense, classifier).to(device).eval()
     correct = 0
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device)
         y = labels[start : start + batch_size].to(device)
-        if eps > 0:
-            # One seed per batch start, so a resumed or re-batched run attacks each image the same way.
-            x = adaptive_attack(attack, pipeline, eps, steps=steps, rel_step=rel_step, seed=seed + start)(x, y)
-        with torch.no_grad():
-            correct += int((pipeline(x).argmax(1) == y).sum())
+        # One seed per batch start, so a resumed or re-batched run attacks each image the same way.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed + start)
+            if eps > 0:
+                x = adaptive_attack(attack, pipeline, eps, steps=steps, rel_step=rel_step, seed=seed + start,
+                                    eot_samples=eot_samples)(x, y)
+            with torch.no_grad():
+                correct += int((pipeline(x).argmax(1) == y).sum())
         if on_progress:
             on_progress(len(x))
     return {"eps": float(eps), "n": int(len(images)), "accuracy": correct / max(len(images), 1)}

@@ -67,6 +67,9 @@ class BenchConfig:
     # The adaptive PGD's step as a fraction of eps; None: 2.5 / adaptive_steps (Madry et al.'s rule),
     # a path of 2.5·eps whatever the step count. Resolved at construction so a folder records it.
     adaptive_rel_step: float | None = None
+    # EOT: gradient passes each adaptive step averages, for randomized defenses; None: 20 for
+    # autoattack-rand (AutoAttack's), else 1. Resolved at construction, as the step is.
+    adaptive_eot: int | None = None
     sanity_n: int = 100
     sanity_steps: int = 50
     n: int = 1000
@@ -87,6 +90,8 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.adaptive_rel_step is None and self.adaptive_steps >= 1:
             self.adaptive_rel_step = default_rel_step(self.adaptive_steps)
+        if self.adaptive_eot is None:
+            self.adaptive_eot = robustness.RAND_EOT_SAMPLES if self.adaptive_attack == "autoattack-rand" else 1
 
     def check(self) -> None:
         if self.suite not in SUITES:
@@ -105,9 +110,12 @@ class BenchConfig:
             raise UsageError("--weights applies to one --model; give models one at a time")
         for option, value in (("--n", self.n), ("--steps", self.steps), ("--adaptive-steps", self.adaptive_steps),
                               ("--sanity-n", self.sanity_n), ("--sanity-steps", self.sanity_steps),
-                              ("--batch-size", self.batch_size)):
+                              ("--batch-size", self.batch_size), ("--adaptive-eot", self.adaptive_eot)):
             if value < 1:
                 raise UsageError(f"{option} must be >= 1, got {value}")
+        if self.adaptive_eot > 1 and self.adaptive_attack not in robustness.EOT_ATTACKS:
+            raise UsageError(f"--adaptive-eot applies to {', '.join(robustness.EOT_ATTACKS)}, not "
+                             f"{self.adaptive_attack}")
         if not (self.adaptive_rel_step is not None and 0 < self.adaptive_rel_step <= 1):
             raise UsageError(f"--adaptive-rel-step must lie in (0, 1], got {self.adaptive_rel_step}")
         if self.sweep and self.suite != "pasadena":
@@ -451,7 +459,7 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
               labels: torch.Tensor, defense: Callable[[str], torch.nn.Module], out: Path, device: torch.device,
               progress: _Progress) -> dict[str, Any]:
     """PGD through each defense ∘ classifier at every radius, plus the unbounded sanity check."""
-    from advkit.defenses import gradient_kind
+    from advkit.defenses import gradient_kind, is_randomized
 
     results: dict[str, Any] = {}
     for name in config.defenses:
@@ -460,7 +468,7 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
         key = _adaptive_key(name, gradient)
         # a black-box attack reads outputs only: no gradient, exact or stand-in, plays a part
         shown = "none (black box)" if config.adaptive_attack == "square" else gradient
-        entry: dict[str, Any] = {"per_eps": [], "gradient": shown}
+        entry: dict[str, Any] = {"per_eps": [], "gradient": shown, "randomized": is_randomized(d)}
         k = min(config.sanity_n, len(images))
         # (key, radius, images, labels, steps, relative step); eps = 1 is the unbounded sanity check
         runs = [(f"eps={eps:g}", eps, images, labels, config.adaptive_steps, config.adaptive_rel_step)
@@ -471,7 +479,7 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
             cell, fresh = _cached_cell(out, f"adaptive/{model_name}/{key}/{suffix}", lambda: robustness.adaptive_cell(
                 d, classifier, x, y, eps, steps=steps, rel_step=rel_step, seed=config.seed,
                 batch_size=config.batch_size, device=device, attack=config.adaptive_attack,
-                on_progress=progress.advance))
+                eot_samples=config.adaptive_eot, on_progress=progress.advance))
             if not fresh:
                 progress.advance(cell["n"])
             if suffix != "sanity":

@@ -32,8 +32,14 @@ def register(app: typer.Typer) -> None:
         adaptive_steps: Annotated[int, typer.Option("--adaptive-steps", help="Iterations of the adaptive attack.")] = 40,
         adaptive_attack: Annotated[str, typer.Option(
             "--adaptive-attack",
-            help="Attack through the pipeline: pgd, apgd-ce, apgd-dlr, fab-t, square (steps = queries) or "
-                 "autoattack (steps for APGD/FAB, 50× as many Square queries).")] = "pgd",
+            help="Attack through the pipeline: pgd, apgd-ce, apgd-dlr, fab-t, square (steps = queries), "
+                 "autoattack (steps for APGD/FAB, 50× as many Square queries) or autoattack-rand (APGD-CE and "
+                 "APGD-DLR with EOT, for randomized defenses).")] = "pgd",
+        adaptive_eot: Annotated[
+            int | None, typer.Option("--adaptive-eot", help="EOT: gradient passes each adaptive step averages, "
+                                     "for randomized defenses (default 20 for autoattack-rand, else 1).",
+                                     show_default=False)
+        ] = None,
         adaptive_rel_step: Annotated[
             float | None, typer.Option("--adaptive-rel-step", help="Adaptive PGD step as a fraction of eps "
                                        "(default 2.5 / --adaptive-steps).", show_default=False)
@@ -78,7 +84,7 @@ def register(app: typer.Typer) -> None:
             models=models, suite=suite, data=data, defenses=split_list(defense),
             eps=radii, attack=attack, steps=steps, modes=split_list(mode),
             adaptive_steps=adaptive_steps, adaptive_attack=adaptive_attack, adaptive_rel_step=adaptive_rel_step,
-            sanity_n=sanity_n, sanity_steps=sanity_steps, n=n,
+            adaptive_eot=adaptive_eot, sanity_n=sanity_n, sanity_steps=sanity_steps, n=n,
             adv=adv_stores_by_model(adv or []), methods=split_list(method),
             denoiser=denoiser, sweep=sweep, sweep_lams=parse_float_list(sweep_lam, "lam"),
             sweep_thetas=parse_float_list(sweep_theta, "theta"), sweep_eps=parse_float_list(sweep_eps, "eps"),

@@ -2,9 +2,10 @@
 
 `create_defense(name)` builds any of them by name: ``advfilter`` (the shipped Filt default),
 ``pafilt`` (the shipped PA-Filt), a shipped denoiser name or checkpoint path, ``jpeg``,
-``smoothing``, ``bitdepth``, ``tvm`` or ``none``. A classical defense takes its constructor's
+``smoothing``, ``bitdepth``, ``tvm``, ``gaussian`` or ``none``. A classical defense takes its constructor's
 options after colons, ``name:key=value[:key=value]`` (``tvm:prob=0.9:lamb=0.1``, ``jpeg:quality=50``),
-so the CLI's comma lists can name configured baselines.
+so the CLI's comma lists can name configured baselines (``seed=none``: a fresh random draw each
+call, see `is_randomized`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from advkit.defenses.advfilter import AdvFilter, DefendedClassifier
 from advkit.defenses.evaluate import evaluate_on_store, recovered_fraction, store_rows
 from advkit.errors import UsageError
 
-CLASSICAL_DEFENSES = ("jpeg", "smoothing", "bitdepth", "tvm")
+CLASSICAL_DEFENSES = ("jpeg", "smoothing", "bitdepth", "tvm", "gaussian")
 #: Defenses named by a word rather than built from options or a checkpoint.
 BUILTIN_DEFENSES = ("none", "advfilter", "pafilt")
 
@@ -31,10 +32,13 @@ def _classical_table() -> dict[str, type[nn.Module]]:
         "smoothing": classical.SmoothingDefense,
         "bitdepth": classical.BitDepthDefense,
         "tvm": classical.TVMDefense,
+        "gaussian": classical.GaussianNoiseDefense,
     }
 
 
-def _option_value(text: str) -> int | float | str:
+def _option_value(text: str) -> int | float | str | None:
+    if text.lower() == "none":
+        return None
     for kind in (int, float):
         try:
             return kind(text)
@@ -105,6 +109,11 @@ def is_differentiable(defense: nn.Module) -> bool:
     return bool(getattr(defense, "differentiable", True))
 
 
+def is_randomized(defense: nn.Module) -> bool:
+    """True for defenses that draw new randomness every call (attack them with EOT)."""
+    return bool(getattr(defense, "randomized", False))
+
+
 def gradient_kind(defense: nn.Module) -> str:
     """How an adaptive attack differentiates ``defense``: ``exact``, ``BPDA`` (identity backward)
     or ``BPDA (<stand-in>)`` (the gradient of a differentiable approximation)."""
@@ -121,6 +130,7 @@ __all__ = [
     "evaluate_on_store",
     "gradient_kind",
     "is_differentiable",
+    "is_randomized",
     "parse_defense_spec",
     "recovered_fraction",
     "store_rows",

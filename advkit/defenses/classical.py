@@ -8,6 +8,11 @@ minimization `tv_minimize_unrolled` (its solver unrolled in torch), for bit-dept
 identity. ``differentiable = False`` marks them and ``gradient`` names the stand-in, so an
 adaptive evaluation reports what it used. Median smoothing is computed in torch (equal to ART's
 ``SpatialSmoothing``) and differentiates exactly: the gradient goes to each window's median pixel.
+
+Two are random: TV minimization drops random pixels and Gaussian noise adds noise. With a
+``seed`` they draw the same every call (a deterministic defense whose randomness the attacker
+knows); with ``seed=None`` each call draws afresh, from torch's global generator, as deployed
+(``randomized = True``). Attack those with EOT (``eot_samples`` of the gradient attacks).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class _BPDA(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, module: ARTInputDefense) -> torch.Tensor:  # noqa: ANN401
         ctx.module = module
+        # The backward differentiates the stand-in under the forward's random draw (its masks).
+        ctx.draw = module.draw = module.new_draw()
         if module.stand_in is not None:  # the identity backward needs no input
             ctx.save_for_backward(x)
         return module.transform(x)
@@ -40,6 +47,7 @@ class _BPDA(torch.autograd.Function):
         if ctx.module.stand_in is None:
             return grad, None
         (x,) = ctx.saved_tensors
+        ctx.module.draw = ctx.draw
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             (grad_x,) = torch.autograd.grad(ctx.module.stand_in(x), x, grad)
@@ -56,7 +64,14 @@ class ARTInputDefense(nn.Module):
     differentiable = False
     gradient = "BPDA"
     name = "art"
+    randomized = False
     stand_in: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # The current call's random draw (`new_draw`), read by `transform` and `stand_in`.
+    draw: int | None = None
+
+    def new_draw(self) -> int | None:
+        """The randomness of one call (None for a deterministic preprocessor)."""
+        return None
 
     def __init__(self, preprocessor: Any, **config: Any) -> None:
         super().__init__()
@@ -84,6 +99,7 @@ class ARTInputDefense(nn.Module):
         check_value_range(images, f"{self.name}: images")
         if torch.is_grad_enabled() and images.requires_grad:
             return _BPDA.apply(images, self)
+        self.draw = self.new_draw()
         return self.transform(images)
 
 
@@ -178,15 +194,17 @@ class TVMDefense(ARTInputDefense):
     """Total-variation minimization on randomly dropped pixels (ART ``TotalVarMin``).
 
     Random: ``seed`` fixes NumPy's generator before each call so results repeat (the masks depend
-    on each image's place in the batch). ``backward`` picks the BPDA stand-in: ``"solver"`` (the
+    on each image's place in the batch); ``seed=None`` draws new masks every call, as ART's own
+    ``TotalVarMin`` does (their NumPy seed comes from torch's global generator, so
+    ``torch.manual_seed`` repeats a run). ``backward`` picks the BPDA stand-in: ``"solver"`` (the
     default) differentiates `tv_minimize_unrolled`, gradient descent on ART's own objective with
-    the same masks; ``"identity"`` is the plain BPDA of Athalye et al.
+    the same masks as the forward pass; ``"identity"`` is the plain BPDA of Athalye et al.
     """
 
     name = "tvm"
 
     def __init__(
-        self, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, seed: int = 0, backward: str = "solver"
+        self, prob: float = 0.3, lamb: float = 0.5, max_iter: int = 10, seed: int | None = 0, backward: str = "solver"
     ) -> None:
         from art.defences.preprocessor import TotalVarMin
 
@@ -199,16 +217,60 @@ class TVMDefense(ARTInputDefense):
         self.prob = prob
         self.lamb = lamb
         self.seed = seed
+        self.randomized = seed is None
         self.backward = backward
         if backward == "identity":
             self.stand_in = None
         self.gradient = "BPDA (TV solver, unrolled)" if backward == "solver" else "BPDA"
 
+    def new_draw(self) -> int:
+        """The NumPy seed of one call's masks: ``seed``, or a fresh one where it is None."""
+        if self.seed is not None:
+            return self.seed
+        return int(torch.randint(0, 2**31 - 1, ()).item())
+
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         # ART's TotalVarMin reads each image as (H, W, C) and draws its pixel mask from np.random.
-        with numpy_global_seed(self.seed):
+        with numpy_global_seed(self._call_seed()):
             return super().transform(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
 
     def stand_in(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         b, c, h, w = x.shape
-        return tv_minimize_unrolled(x, art_tvm_masks(b, h, w, c, self.prob, self.seed), self.lamb)
+        return tv_minimize_unrolled(x, art_tvm_masks(b, h, w, c, self.prob, self._call_seed()), self.lamb)
+
+    def _call_seed(self) -> int:
+        return self.new_draw() if self.draw is None else self.draw
+
+
+class GaussianNoiseDefense(nn.Module):
+    """Additive Gaussian noise of standard deviation ``sigma``, clipped to [0, 1] (ART's
+    ``GaussianAugmentation`` with ``augmentation=False`` applied at prediction): the simplest
+    randomized defense, and exactly differentiable.
+
+    ``seed=None`` (default) draws new noise every call from torch's global generator; an integer
+    ``seed`` adds the same noise every call (a fixed perturbation the attacker can know).
+    """
+
+    name = "gaussian"
+    differentiable = True
+    gradient = "exact"
+
+    def __init__(self, sigma: float = 0.05, seed: int | None = None) -> None:
+        super().__init__()
+        if not 0 <= sigma <= 1:
+            raise ValueError(f"gaussian: sigma must lie in [0, 1] on the [0, 1] pixel scale, got {sigma}")
+        self.sigma = sigma
+        self.seed = seed
+        self.randomized = seed is None and sigma > 0
+        self.config = {"name": self.name, "sigma": sigma, "seed": seed}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4:
+            raise ValueError(f"{self.name}: expected images (B, C, H, W), got {tuple(images.shape)}")
+        check_value_range(images, f"{self.name}: images")
+        if self.seed is None:
+            noise = torch.randn_like(images)
+        else:
+            generator = torch.Generator(images.device).manual_seed(self.seed)
+            noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+        return (images + self.sigma * noise).clamp(0, 1)

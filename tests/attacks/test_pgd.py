@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from advkit.attacks import FGSM, PGD, GaussianNoise
-from advkit.models import create_classifier
 
 
 def test_pgd_stays_in_ball_and_range_with_per_sample_eps(tiny):
@@ -98,23 +97,6 @@ def test_precision_modes_run_on_cpu(tiny, precision):
     x = torch.rand(2, 3, 8, 8)
     adv = PGD(tiny, eps=0.03, steps=2, precision=precision)(x, torch.tensor([0, 1]))
     assert adv.dtype == torch.float32 and (adv - x).abs().max() <= 0.03 + 1e-7
-
-
-def test_pgd_on_real_cifar(cifar_first_100, weights_dir):
-    """resnet20, 100 test images: PGD-40 at 8/255 drives accuracy below 2%; at 1e-3 far less."""
-    x, y = cifar_first_100
-    model = create_classifier("resnet20")
-    with torch.no_grad():
-        clean_acc = (model(x).argmax(1) == y).float().mean().item()
-    accs = {}
-    for eps in (8 / 255, 1e-3):
-        adv = PGD(model, eps=eps, steps=40, seed=0)(x, y)
-        with torch.no_grad():
-            accs[eps] = (model(adv).argmax(1) == y).float().mean().item()
-    # recorded in docs/results.md: clean 0.93, 1e-3 → ~0.79, 8/255 → 0.00
-    assert accs[8 / 255] < 0.02
-    assert accs[8 / 255] < accs[1e-3] < clean_acc
-    assert accs[1e-3] > 0.5
 
 
 def test_prepare_checks_inputs_and_defaults_to_the_attacks_radius(tiny):

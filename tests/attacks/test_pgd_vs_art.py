@@ -40,3 +40,6 @@ def test_success_rate_matches_art(eps, cifar_first_100, weights_dir):
         success_ours = (model(ours).argmax(1) != y).float().mean().item()
     assert abs(success_ours - success_art) <= 0.03, (success_ours, success_art)
     assert (ours - x).abs().max() <= eps + 1e-6
+    if eps == 8 / 255:  # the gen-adv acceptance on 100 images: below 2 % accuracy (gen-adv's CLI test: 1e-3)
+        with torch.no_grad():
+            assert (model(ours).argmax(1) == y).float().mean().item() < 0.02

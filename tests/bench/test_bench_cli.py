@@ -136,6 +136,9 @@ def test_bench_bad_input_is_one_line(cifar_test_npz, weights_dir, tmp_path):
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--defense", "none,tvm:lam=0.1"], "no option 'lam'"),
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--adaptive-rel-step", "0"], "--adaptive-rel-step"),
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--adaptive-attack", "cw"], "--adaptive-attack"),
+        (["--model", "resnet20", "--data", str(cifar_test_npz), "--adaptive-attack", "square", "--adaptive-eot", "2"],
+         "--adaptive-eot applies to"),
+        (["--model", "resnet20", "--data", str(cifar_test_npz), "--adaptive-eot", "0"], "--adaptive-eot must be >= 1"),
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--defense", "none,nosuch"], "unknown defense 'nosuch'"),
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--defense", str(tmp_path / "f.safetensors")],
          "checkpoint not found"),
@@ -360,3 +363,44 @@ def test_bench_square_reports_no_gradient(cifar_test_npz, weights_dir, tmp_path)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["adaptive"]["resnet20"]["bitdepth"]["gradient"] == "none (black box)"
     assert "Adaptive: Square (5 queries, black box) through" in (tmp_path / "o" / "results.md").read_text()
+
+
+def test_bench_adaptive_eot_on_a_randomized_defense(cifar_test_npz, weights_dir, tmp_path):
+    """--adaptive-eot through Gaussian noise (a fresh draw every call): the report names the EOT and
+    would flag a randomized defense attacked without it."""
+    from advkit.bench.report import markdown
+
+    out = tmp_path / "o"
+    result = run("--json", "bench", "--data", str(cifar_test_npz), "--model", "resnet20", "--n", "10", "--eps", "3e-3",
+                 "--mode", "adaptive", "--defense", "none,gaussian:sigma=0.02", "--adaptive-steps", "3",
+                 "--sanity-n", "5", "--sanity-steps", "3", "--batch-size", "10", "--adaptive-eot", "3", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    entry = report["adaptive"]["resnet20"]["gaussian:sigma=0.02"]
+    assert entry["randomized"] and not report["adaptive"]["resnet20"]["none"]["randomized"]
+    assert entry["gradient"] == "exact" and report["config"]["adaptive_eot"] == 3
+    md = (out / "results.md").read_text()
+    assert "Adaptive: PGD-3 (step eps/1.2, EOT over 3 draws) through" in md and "without EOT" not in md
+    single = markdown({**report, "config": {**report["config"], "adaptive_eot": 1}})
+    assert "Randomized defenses attacked without EOT (gaussian:sigma=0.02)" in single
+
+
+def test_randomized_defense_cells_repeat_and_eot_defaults(cifar_first_100, weights_dir):
+    from advkit.bench import BenchConfig, robustness
+    from advkit.defenses import create_defense
+    from advkit.models import create_classifier
+
+    x, y = cifar_first_100
+    x, y = x[::10], y[::10]
+    model = create_classifier("resnet20").eval()
+    noise = create_defense("gaussian:sigma=0.05")
+    common = dict(steps=2, rel_step=0.5, seed=0, batch_size=5, device=torch.device("cpu"), eot_samples=2)
+    torch.manual_seed(123)  # the cell seeds its own draws and leaves the caller's generator alone
+    state = torch.get_rng_state()
+    first = robustness.adaptive_cell(noise, model, x, y, 1e-2, **common)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert robustness.adaptive_cell(noise, model, x, y, 1e-2, **common) == first
+    assert BenchConfig(models=["resnet20"], adaptive_attack="autoattack-rand").adaptive_eot == 20
+    assert BenchConfig(models=["resnet20"]).adaptive_eot == 1
+    with pytest.raises(ValueError, match="takes no EOT"):
+        robustness.adaptive_attack("fab-t", model, 0.1, steps=1, rel_step=0.1, seed=0, eot_samples=2)

@@ -102,7 +102,10 @@ def test_killed_run_resumes_to_identical_arrays(tmp_path, cifar_test_npz, weight
     ref, out = tmp_path / "ref.h5", tmp_path / "out.h5"
     subprocess.run(_cmd(cifar_test_npz, ref), check=True, env=env, capture_output=True)
     partial = tmp_path / "out.h5.partial"
-    proc = subprocess.Popen(_cmd(cifar_test_npz, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # SIG_DFL in the child: a shell starts background jobs with SIGINT ignored, and Python then keeps
+    # it ignored, so a suite run with `&` would see the interrupt do nothing.
+    proc = subprocess.Popen(_cmd(cifar_test_npz, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while _rows_done(partial) < 24 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

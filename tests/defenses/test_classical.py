@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from advkit.defenses import create_defense, gradient_kind, parse_defense_spec
+from advkit.defenses import create_defense, gradient_kind, is_randomized, parse_defense_spec
 from advkit.errors import UsageError
 from advkit.defenses.jpeg_approx import differentiable_jpeg, quantization_table, soft_round
 
@@ -190,6 +190,50 @@ def test_defense_specs_configure_the_classical_defenses():
     # keyword arguments win over the spec; a path with a colon is not a spec
     assert create_defense("jpeg:quality=50", quality=90).config["quality"] == 90
     assert parse_defense_spec("runs/filt:v2") == ("runs/filt:v2", {})
+    assert parse_defense_spec("gaussian:sigma=0.03:seed=none") == ("gaussian", {"sigma": 0.03, "seed": None})
     for spec, needle in (("tvm:lam=0.1", "no option 'lam'"), ("jpeg:quality", "key=value"), ("jpeg:", "key=value")):
         with pytest.raises(UsageError, match=needle):
             create_defense(spec)
+
+
+# ---- Gaussian noise (randomized) -------------------------------------------------------------
+
+
+def test_gaussian_noise_matches_arts_gaussian_augmentation(cifar_200):
+    """Same law as ART's ``GaussianAugmentation(augmentation=False)`` with clipping: the noise's
+    spread on unclipped pixels and the share of clipped pixels agree within 2 %."""
+    from art.defences.preprocessor import GaussianAugmentation
+
+    sigma = 0.05
+    art = GaussianAugmentation(sigma=sigma, augmentation=False, clip_values=(0.0, 1.0), apply_predict=True)
+    np.random.seed(0)
+    theirs = torch.from_numpy(art(cifar_200.numpy())[0])
+    torch.manual_seed(0)
+    ours = create_defense(f"gaussian:sigma={sigma}")(cifar_200)
+    for out in (ours, theirs):
+        assert out.min() >= 0 and out.max() <= 1
+    inner = (cifar_200 > 4 * sigma) & (cifar_200 < 1 - 4 * sigma)
+    spread = [(out - cifar_200)[inner].std().item() for out in (ours, theirs)]
+    clipped = [((out == 0) | (out == 1)).float().mean().item() for out in (ours, theirs)]
+    assert spread[0] == pytest.approx(sigma, rel=0.02) and spread[0] == pytest.approx(spread[1], rel=0.02)
+    assert clipped[0] == pytest.approx(clipped[1], rel=0.02), clipped
+
+
+def test_gaussian_noise_draws_fresh_noise_unless_seeded():
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    random, fixed = create_defense("gaussian:sigma=0.1:seed=none"), create_defense("gaussian:sigma=0.1:seed=4")
+    assert is_randomized(random) and not is_randomized(fixed)
+    assert not torch.equal(random(x), random(x))
+    assert torch.equal(fixed(x), fixed(x))
+    torch.manual_seed(5)
+    a = random(x)
+    torch.manual_seed(5)
+    assert torch.equal(random(x), a)
+    # exactly differentiable: the clip's gradient, 1 inside [0, 1] and 0 where the noise went outside
+    xr = x.clone().requires_grad_(True)
+    out = fixed(xr)
+    out.sum().backward()
+    assert torch.equal(xr.grad, ((out > 0) & (out < 1)).float())
+    assert gradient_kind(fixed) == "exact"
+    with pytest.raises(ValueError, match="sigma"):
+        create_defense("gaussian:sigma=2")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from advkit.defenses import create_defense, gradient_kind
+from advkit.defenses import create_defense, gradient_kind, is_randomized
 from advkit.defenses.tvm_approx import art_tvm_masks, tv_gradient, tv_minimize_unrolled
 
 
@@ -85,3 +85,30 @@ def test_tvm_backward_option(cifar_32):
     assert not torch.allclose(g_solver, weights, atol=1e-2)
     with pytest.raises(ValueError, match="backward must be 'solver' or 'identity'"):
         create_defense("tvm:backward=exact")
+
+
+def test_random_tvm_draws_new_masks_and_its_backward_uses_the_forwards(cifar_32):
+    """``seed=None``: fresh masks every call (ART's own behaviour), repeatable under
+    torch.manual_seed; BPDA differentiates the stand-in under the masks its own forward drew, even
+    when other calls came in between (EOT runs several forwards)."""
+    tvm = create_defense("tvm:prob=0.9:lamb=0.1:seed=none")
+    assert tvm.seed is None and is_randomized(tvm) and not is_randomized(create_defense("tvm"))
+    x = cifar_32[:2]
+    torch.manual_seed(0)
+    first, second = tvm(x), tvm(x)
+    assert not torch.equal(first, second)
+    torch.manual_seed(0)
+    assert torch.equal(tvm(x), first)
+
+    torch.manual_seed(1)
+    xr = x.clone().requires_grad_(True)
+    out = tvm(xr)
+    draw = tvm.draw
+    tvm(x)  # another call, another draw
+    assert tvm.draw != draw
+    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad(out, xr, weights)
+    xs = x.clone().requires_grad_(True)
+    stand_in = tv_minimize_unrolled(xs, art_tvm_masks(2, 32, 32, 3, prob=0.9, seed=draw), 0.1)
+    (expected,) = torch.autograd.grad(stand_in, xs, weights)
+    torch.testing.assert_close(grad, expected)
