@@ -402,5 +402,11 @@ def test_randomized_defense_cells_repeat_and_eot_defaults(cifar_first_100, weigh
     assert robustness.adaptive_cell(noise, model, x, y, 1e-2, **common) == first
     assert BenchConfig(models=["resnet20"], adaptive_attack="autoattack-rand").adaptive_eot == 20
     assert BenchConfig(models=["resnet20"]).adaptive_eot == 1
+    from advkit.bench.report import adaptive_attack_label
+
+    cfg = {"adaptive_attack": "autoattack-rand", "adaptive_steps": 100, "adaptive_eot": 20}
+    assert adaptive_attack_label(cfg) == "AutoAttack rand (APGD-CE, APGD-DLR: 100 iterations, EOT over 20 draws)"
+    assert adaptive_attack_label({"adaptive_attack": "apgd-ce", "adaptive_steps": 20, "adaptive_eot": 5}) == (
+        "APGD-CE-20 (EOT over 5 draws)")
     with pytest.raises(ValueError, match="takes no EOT"):
         robustness.adaptive_attack("fab-t", model, 0.1, steps=1, rel_step=0.1, seed=0, eot_samples=2)
