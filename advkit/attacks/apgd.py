@@ -71,7 +71,9 @@ class APGD(Attack):
         momentum: weight of the new step against the last one (0.75; the first step has none).
         early_stop: stop iterating an image at its first successful iterate, and leave images the
             model already gets wrong untouched (AutoAttack's economy; the success rate is the same,
-            the perturbations are smaller). Off by default: every image runs all ``steps``.
+            the perturbations are smaller). Off by default: every image runs all ``steps``. Leave it
+            off with EOT on a randomized model: an image whose mean logits just crossed the boundary
+            is still classified correctly by many single draws.
         seed: seeds the random starts (the attack's own CPU generator: equal on every device).
 
     ``forward(images, labels, eps=None, init=None)``: images (B, C, H, W) in [0, 1]; labels (B,) or

@@ -57,14 +57,16 @@ class AutoAttack(Attack):
         if eot_samples is None:
             eot_samples = RAND_EOT_SAMPLES if version == "rand" else 1
         common = {"eps": eps, "seed": seed, **kwargs}
-        apgd = {**common, "steps": steps, "eot_samples": eot_samples}
-        attacks: list[Attack] = [APGD(model, loss="ce", early_stop=True, **apgd)]
+        # Early stop is AutoAttack's economy on a deterministic model; with EOT an image whose mean
+        # logits just crossed the boundary is still right under many single draws, so run on.
+        apgd = {**common, "steps": steps, "eot_samples": eot_samples, "early_stop": eot_samples == 1}
+        attacks: list[Attack] = [APGD(model, loss="ce", **apgd)]
         if version == "standard":
             attacks += [APGDT(model, n_targets=n_targets, **apgd),
                         FABT(model, steps=steps, n_targets=n_targets, **common),
                         Square(model, queries=queries, **common)]
         else:
-            attacks.append(APGD(model, loss="dlr", early_stop=True, **apgd))
+            attacks.append(APGD(model, loss="dlr", **apgd))
         # a plain list, not a ModuleList: the sub-attacks share `model`, registered once above
         self.attacks = attacks
         self.history: list[tuple[str, float]] = []

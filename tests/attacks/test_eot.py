@@ -135,6 +135,9 @@ def test_autoattack_rand_is_apgd_ce_and_dlr_with_20_draws(tiny):
     attack = AutoAttack(tiny, eps=0.05, version="rand", steps=3)
     assert [(a.config()["loss"], a.eot_samples) for a in attack.attacks] == [("ce", 20), ("dlr", 20)]
     assert [a.eot_samples for a in AutoAttack(tiny, steps=3).attacks[:2]] == [1, 1]
+    # early stop at the mean logits' first success would leave images a single draw still gets right
+    assert [a.early_stop for a in attack.attacks] == [False, False]
+    assert [a.early_stop for a in AutoAttack(tiny, version="fast", steps=3).attacks] == [True, True]
     randomized = nn.Sequential(create_defense("gaussian", sigma=0.05), tiny).eval()
     x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     rand = AutoAttack(randomized, eps=0.05, version="rand", steps=3, eot_samples=2)

@@ -408,5 +408,7 @@ def test_randomized_defense_cells_repeat_and_eot_defaults(cifar_first_100, weigh
     assert adaptive_attack_label(cfg) == "AutoAttack rand (APGD-CE, APGD-DLR: 100 iterations, EOT over 20 draws)"
     assert adaptive_attack_label({"adaptive_attack": "apgd-ce", "adaptive_steps": 20, "adaptive_eot": 5}) == (
         "APGD-CE-20 (EOT over 5 draws)")
+    assert robustness.adaptive_attack("apgd-ce", model, 0.1, steps=1, rel_step=0.1, seed=0).early_stop
+    assert not robustness.adaptive_attack("apgd-ce", model, 0.1, steps=1, rel_step=0.1, seed=0, eot_samples=2).early_stop
     with pytest.raises(ValueError, match="takes no EOT"):
         robustness.adaptive_attack("fab-t", model, 0.1, steps=1, rel_step=0.1, seed=0, eot_samples=2)
