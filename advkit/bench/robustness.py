@@ -110,7 +110,7 @@ def adaptive_attack(name: str, pipeline: nn.Module, eps: float, *, steps: int, r
     `AUTOATTACK_QUERIES_PER_STEP` times as many queries). APGD stops on success: only accuracy is
     measured, and on a deterministic pipeline it is the same with or without early stop.
     ``eot_samples``: gradient passes averaged per step (`EOT_ATTACKS` only); with more than one
-    APGD runs every iteration (early stop at the mean logits' first success left 7 to 11 points
+    APGD runs every iteration (early stop at the mean logits' first success left 5 to 10 points
     more accuracy on resnet20 behind Gaussian noise, see docs/results.md)."""
     if eot_samples > 1 and name not in EOT_ATTACKS:
         raise ValueError(f"{name} takes no EOT; use one of {', '.join(EOT_ATTACKS)}")
