@@ -29,9 +29,8 @@ def adaptive_attack_label(cfg: dict[str, Any], steps: int | None = None) -> str:
     eot = cfg.get("adaptive_eot") or 1
     eot_text = f"EOT over {eot} draws" if eot > 1 else ""
     if name == "pgd":
-        notes = [f"step {_step_text(cfg)}"] if steps is None else []
-        return f"PGD-{count}" + (f" ({', '.join([*notes, eot_text] if eot_text else notes)})"
-                                 if notes or eot_text else "")
+        notes = ([f"step {_step_text(cfg)}"] if steps is None else []) + ([eot_text] if eot_text else [])
+        return f"PGD-{count}" + (f" ({', '.join(notes)})" if notes else "")
     if name == "square":
         return f"Square ({count} queries, black box)"
     if name == "autoattack":

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from advkit.attacks import APGD, FABT, PGD, Attack, AutoAttack, Square
-from advkit.attacks.autoattack import RAND_EOT_SAMPLES  # noqa: F401  (the bench's default EOT for autoattack-rand)
 from advkit.data.store import PairStore
 from advkit.defenses import DefendedClassifier, evaluate_on_store, store_rows
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 import advkit
+from advkit.attacks.autoattack import RAND_EOT_SAMPLES
 from advkit.bench import robustness
 from advkit.bench.report import at_least_as_good, write_report
 from advkit.errors import UsageError
@@ -91,7 +92,7 @@ class BenchConfig:
         if self.adaptive_rel_step is None and self.adaptive_steps >= 1:
             self.adaptive_rel_step = default_rel_step(self.adaptive_steps)
         if self.adaptive_eot is None:
-            self.adaptive_eot = robustness.RAND_EOT_SAMPLES if self.adaptive_attack == "autoattack-rand" else 1
+            self.adaptive_eot = RAND_EOT_SAMPLES if self.adaptive_attack == "autoattack-rand" else 1
 
     def check(self) -> None:
         if self.suite not in SUITES:
