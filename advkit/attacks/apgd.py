@@ -127,9 +127,6 @@ class APGD(Attack):
             return dlr_loss(logits, labels)
         return super().sample_loss(logits, labels)
 
-    def attack_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.sample_loss(logits, labels).sum()
-
     def loss_and_gradient(
         self, images: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

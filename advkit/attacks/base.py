@@ -107,9 +107,8 @@ class Attack(nn.Module):
         return -loss if self.targeted else loss
 
     def attack_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The summed loss every step ascends: CE of the true labels, or −CE of the targets."""
-        loss = F.cross_entropy(logits, labels, reduction="sum")
-        return -loss if self.targeted else loss
+        """The summed loss every step ascends: `sample_loss` over the batch."""
+        return self.sample_loss(logits, labels).sum()
 
     def succeeded(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(B,) bool: the prediction left the true label, or reached the target."""
@@ -127,11 +126,6 @@ class Attack(nn.Module):
     def input_gradient(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(∇_x of `attack_loss`, logits) for a detached ``images`` batch (EOT means with
         ``eot_samples`` > 1, see `expected_gradient`)."""
-        if self.eot_samples == 1:
-            x = images.detach().requires_grad_(True)
-            logits = self.logits(x)
-            (grad,) = torch.autograd.grad(self.attack_loss(logits, labels), x)
-            return grad, logits.detach()
         grad, _, logits = self.expected_gradient(images, labels)
         return grad, logits
 
