@@ -4,7 +4,8 @@ Each clean image gets Gaussian noise (σ = 0.1, seeded per image, quantized to 8
 noisy input is exactly what was attacked); the label to flip is the model's own prediction on the
 noisy input. A method then produces the output image: ``pasadena`` (the attack), ``denoise`` (the
 KPN alone, as a reference: denoising by itself changes some predictions), a baseline attack on the
-noisy input (``fgsm``, ``mifgsm``, ``dim``, ``tifgsm``, ``timifgsm``, ``tidim``) or a baseline after
+noisy input (Pasadena's six: ``fgsm``, ``mifgsm``, ``dim``, ``tifgsm``, ``timifgsm``, ``tidim``; and the
+later transfer attacks ``nifgsm``, ``sinifgsm``, ``vmifgsm``, ``vnifgsm``) or a baseline after
 denoising (``denoise+mifgsm``, ...). Reported per method: white-box success (prediction changed),
 success among images the model classified correctly when noisy, transfer success on other
 models, and the output's quality against the clean image (PSNR, SSIM, PSNR_L) and BRISQUE.
@@ -23,13 +24,16 @@ from torch import nn
 from advkit.attacks.base import Attack
 from advkit.errors import UnknownNameError
 
-BASELINES = ("fgsm", "mifgsm", "dim", "tifgsm", "timifgsm", "tidim")
+PAPER_BASELINES = ("fgsm", "mifgsm", "dim", "tifgsm", "timifgsm", "tidim")
+BASELINES = (*PAPER_BASELINES, "nifgsm", "sinifgsm", "vmifgsm", "vnifgsm")
 METHODS = ("pasadena", "denoise", *BASELINES, *(f"denoise+{b}" for b in BASELINES))
 
 
 def create_baseline(name: str, model: nn.Module, eps: float = 8 / 255, seed: int = 0, **kwargs: Any) -> Attack:
-    """One of Pasadena's six baselines with SPEC settings (ε, 10 iterations, decay 1, DI 0.5, TI 15/σ 3)."""
-    from advkit.attacks import DIM, FGSM, MIFGSM, TIDIM, TIFGSM, TIMIFGSM
+    """One of ``BASELINES``: Pasadena's six with SPEC settings (ε, 10 iterations, decay 1, DI 0.5, TI 15/σ 3),
+    or NI-FGSM, SI-NI-FGSM (5 scales), VMI-FGSM, VNI-FGSM (20 neighbours at β = 1.5) with their
+    papers' settings at the same ε and 10 iterations."""
+    from advkit.attacks import DIM, FGSM, MIFGSM, NIFGSM, SINIFGSM, TIDIM, TIFGSM, TIMIFGSM, VMIFGSM, VNIFGSM
 
     table: dict[str, Callable[..., Attack]] = {
         "fgsm": lambda: FGSM(model, eps=eps, **kwargs),
@@ -38,6 +42,10 @@ def create_baseline(name: str, model: nn.Module, eps: float = 8 / 255, seed: int
         "tifgsm": lambda: TIFGSM(model, eps=eps, **kwargs),
         "timifgsm": lambda: TIMIFGSM(model, eps=eps, **kwargs),
         "tidim": lambda: TIDIM(model, eps=eps, seed=seed, **kwargs),
+        "nifgsm": lambda: NIFGSM(model, eps=eps, **kwargs),
+        "sinifgsm": lambda: SINIFGSM(model, eps=eps, **kwargs),
+        "vmifgsm": lambda: VMIFGSM(model, eps=eps, seed=seed, **kwargs),
+        "vnifgsm": lambda: VNIFGSM(model, eps=eps, seed=seed, **kwargs),
     }
     if name not in table:
         raise UnknownNameError(f"unknown method {name!r}; known: {', '.join(METHODS)}")

@@ -36,8 +36,10 @@ class MIFGSM(Attack):
     the uniform call and ignored (no random start). Each step is clipped to the eps-ball around the
     input and to [0, 1]. Returns the adversarial images (B, C, H, W), float32.
 
-    Subclasses change the loop through two hooks: ``transform_input`` (DIM's diverse inputs, applied
-    inside the graph) and ``transform_gradient`` (TI's smoothing, applied before normalization).
+    Subclasses change the loop through hooks: ``transform_input`` (DIM's diverse inputs, applied
+    inside the graph), ``loss_gradient`` (SI's average over scaled copies), ``transform_gradient``
+    (TI's smoothing, applied before normalization), ``gradient_point`` (NI's look-ahead) and
+    ``gradient_variance`` (VT's correction, added to the next step's gradient).
     """
 
     name = "mifgsm"
@@ -68,6 +70,22 @@ class MIFGSM(Attack):
         """The raw input gradient before normalization (identity here)."""
         return grad
 
+    def gradient_point(self, images: torch.Tensor, momentum: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """Where the step's gradient is taken (``images`` here; NI looks ahead along the momentum).
+        step: (B, 1, 1, 1) step sizes."""
+        return images
+
+    def gradient_variance(
+        self, images: torch.Tensor, labels: torch.Tensor, grad: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor | None:
+        """A correction added to the next step's gradient before normalization, computed after the
+        step's ``grad`` at ``images`` (None here; VT's gradient variance)."""
+        return None
+
+    def step_gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The gradient a step follows before normalization: `transform_gradient` of `loss_gradient`."""
+        return self.transform_gradient(self.loss_gradient(images, labels))
+
     def loss_gradient(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """∇_x of `attack_loss` (±Σ CE) of model(transform_input(x)) at ``images`` (detached), float32."""
         x = images.detach().requires_grad_(True)
@@ -91,9 +109,13 @@ class MIFGSM(Attack):
         )
         x = x0.clone()
         momentum = torch.zeros_like(x0)
-        for _ in range(self.steps):
-            grad = self.transform_gradient(self.loss_gradient(x, labels))
-            momentum = self.decay * momentum + normalize_mean_abs(grad)
+        variance: torch.Tensor | None = None
+        for t in range(self.steps):
+            grad = self.step_gradient(self.gradient_point(x, momentum, step_t), labels)
+            tuned = grad if variance is None else grad + variance
+            momentum = self.decay * momentum + normalize_mean_abs(tuned)
+            if t + 1 < self.steps:  # the last step's variance would correct nothing
+                variance = self.gradient_variance(x, labels, grad, eps_t)
             moved = x + step_t * momentum.sign()
             x = (x0 + torch.clamp(moved - x0, -eps_t, eps_t)).clamp(0, 1)
         return x.detach()

@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="A pair store (.h5) or a folder (stores + PNGs).")],
         denoiser: Annotated[str, typer.Option("--denoiser", help="KPN: a shipped name or checkpoint path.")] = "kpn-cifar10",
         method: Annotated[
-            str, typer.Option("--method", help="pasadena, denoise, fgsm, mifgsm, dim, tifgsm, timifgsm, tidim, "
-                              "or denoise+<baseline>; comma-separated for several.")
+            str, typer.Option("--method", help="pasadena, denoise, fgsm, mifgsm, dim, tifgsm, timifgsm, tidim, nifgsm, "
+                              "sinifgsm, vmifgsm, vnifgsm, or denoise+<baseline>; comma-separated for several.")
         ] = "pasadena",
         variant: Annotated[str, typer.Option("--variant", help="Pasadena update rule: advkit or paper.")] = "advkit",
         lam: Annotated[float, typer.Option("--lam", help="λ: attack-loss weight.")] = 0.9,
