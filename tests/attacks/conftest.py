@@ -30,3 +30,15 @@ def resnet20_cifar(cifar_first_100, weights_dir):
 
     x, y = cifar_first_100
     return create_classifier("resnet20").eval(), x, y
+
+
+@pytest.fixture(scope="module")
+def cifar_setup(cifar_first_100, weights_dir):
+    """The pretrained resnet20, the first 10 CIFAR-10 test images of each class and its predictions."""
+    from advkit.models import create_classifier
+
+    x, _ = cifar_first_100
+    model = create_classifier("resnet20")
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    return model, x, pred

@@ -38,7 +38,6 @@ from torch import nn
 from advkit.attacks import DIM, FGSM, MIFGSM, TIDIM, TIFGSM, TIMIFGSM, DenoiseThenAttack
 from advkit.attacks.mifgsm import normalize_mean_abs
 from advkit.attacks.transforms import DiverseInput, GradientSmoothing, diverse_input, gaussian_kernel2d, smooth_gradient
-from advkit.models import create_classifier
 from advkit.models.denoisers import create_denoiser
 
 ITERATIVE = (MIFGSM, DIM, TIMIFGSM, TIDIM)
@@ -348,15 +347,6 @@ def test_denoise_then_attack_rejects_bad_denoisers(tiny):
 
 
 # ---------------------------------------------------------------- cross-check with torchattacks
-
-
-@pytest.fixture(scope="module")
-def cifar_setup(cifar_first_100, weights_dir):
-    x, _ = cifar_first_100
-    model = create_classifier("resnet20")
-    with torch.no_grad():
-        pred = model(x).argmax(1)
-    return model, x, pred
 
 
 def _success(model, adv, pred):
