@@ -56,7 +56,7 @@ def csv_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         for model, defenses in report.get(mode, {}).items():
             for name, entry in defenses.items():
                 for cell in entry["per_eps"]:
-                    for metric in ("accuracy", "accuracy_undefended", "psnr"):
+                    for metric in ("accuracy", "accuracy_all_draws", "accuracy_undefended", "psnr"):
                         if cell.get(metric) is not None:
                             rows.append({"suite": suite, "mode": mode, "model": model, "defense_or_method": name,
                                          "eps": cell["eps"], "n": cell["n"], "metric": metric,
@@ -101,6 +101,14 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def _accuracy_text(cell: dict[str, Any]) -> str:
+    """A table cell: the accuracy, with the every-draw accuracy in brackets for repeated draws."""
+    text = _pct(cell.get("accuracy"))
+    if cell.get("accuracy_all_draws") is not None:
+        text += f" [{_pct(cell['accuracy_all_draws'])}]"
+    return text
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Tables as in the papers: accuracy (%) per defense (rows) and radius (columns)."""
     lines = [f"# advkit bench — {report['suite']} suite", ""]
@@ -135,12 +143,16 @@ def markdown(report: dict[str, Any]) -> str:
                 undefended = [_pct(c.get("accuracy_undefended")) for c in first]
                 lines.append("| (attacked, no defense) | " + " | ".join(undefended) + " |")
             for name, entry in defenses.items():
-                cells = [_pct(c.get("accuracy")) for c in entry["per_eps"]]
+                cells = [_accuracy_text(c) for c in entry["per_eps"]]
                 if mode == "adaptive":
                     s = entry["sanity"]
                     cells += [entry["gradient"], f"{_pct(s['accuracy'])} ({s['verdict']})"]
                 lines.append(f"| {display_name(name)} | " + " | ".join(cells) + " |")
             lines.append("")
+            draws = sorted({c["draws"] for e in defenses.values() for c in e["per_eps"] if c.get("draws")})
+            if draws:
+                lines += [f"Randomized defenses classified {' / '.join(map(str, draws))} times per image: mean "
+                          "accuracy over the draws [accuracy under every draw].", ""]
             if mode == "oblivious":
                 lines += _oblivious_extras(defenses, head)
     for model, result in report.get("pasadena", {}).items():

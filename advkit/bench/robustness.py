@@ -59,20 +59,30 @@ def oblivious_cell(
     batch_size: int,
     device: torch.device,
     requested: Sequence[float] = (),
+    draws: int = 1,
+    seed: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Per-radius accuracy (eps = 0 first: the clean images) of ``classifier ∘ defense`` on stored attacks.
 
-    Stored radii are float32; each is reported as the ``requested`` radius it rounds from.
+    Stored radii are float32; each is reported as the ``requested`` radius it rounds from. A
+    randomized defense is classified ``draws`` times per image (see `draw_fields`); with ``seed``
+    its draws come from torch's generator seeded with it (restored after), so the cell repeats.
     """
     is_identity = isinstance(defense, nn.Identity)
-    result = evaluate_on_store(None if is_identity else defense, classifier, store, rows=rows,
-                               batch_size=batch_size, device=device, on_progress=on_progress)
-    return [
-        {"eps": _snap(r["eps"], requested), "n": r["n"], "accuracy": r.get("acc_defended"),
-         "accuracy_undefended": r.get("acc_attacked"), "psnr": r.get("psnr_defended")}
-        for r in result["per_eps"]
-    ]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        result = evaluate_on_store(None if is_identity else defense, classifier, store, rows=rows,
+                                   batch_size=batch_size, device=device, draws=draws, on_progress=on_progress)
+    cells = []
+    for r in result["per_eps"]:
+        cell = {"eps": _snap(r["eps"], requested), "n": r["n"], "accuracy": r.get("acc_defended"),
+                "accuracy_undefended": r.get("acc_attacked"), "psnr": r.get("psnr_defended")}
+        if draws > 1:
+            cell.update(draws=draws, accuracy_all_draws=r.get("acc_defended_all_draws"))
+        cells.append(cell)
+    return cells
 
 
 def _snap(eps: float, requested: Sequence[float]) -> float:
@@ -144,6 +154,7 @@ def adaptive_cell(
     device: torch.device,
     attack: str = "pgd",
     eot_samples: int = 1,
+    draws: int = 1,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Accuracy of the pipeline under ``attack`` (PGD: ``steps`` steps of ``rel_step``·eps, random
@@ -151,10 +162,14 @@ def adaptive_cell(
 
     ``eps = 1`` is the unbounded sanity check (every image in [0, 1] is reachable). A randomized
     defense draws from torch's global generator, seeded per batch here (and restored after), so a
-    cell repeats; its accuracy is that of one draw per image after the attack.
+    cell repeats. Each attacked image is classified ``draws`` times: ``accuracy`` is the mean over
+    the draws (one draw: the plain accuracy) and, with draws > 1, ``accuracy_all_draws`` the share
+    classified correctly under every draw — the stricter figure, since an attacker may resubmit.
     """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
     pipeline = DefendedClassifier(defense, classifier).to(device).eval()
-    correct = 0
+    correct = all_draws = 0
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device)
         y = labels[start : start + batch_size].to(device)
@@ -165,10 +180,16 @@ def adaptive_cell(
                 x = adaptive_attack(attack, pipeline, eps, steps=steps, rel_step=rel_step, seed=seed + start,
                                     eot_samples=eot_samples)(x, y)
             with torch.no_grad():
-                correct += int((pipeline(x).argmax(1) == y).sum())
+                hits = torch.stack([pipeline(x).argmax(1) == y for _ in range(draws)])
+            correct += int(hits.sum())
+            all_draws += int(hits.all(0).sum())
         if on_progress:
             on_progress(len(x))
-    return {"eps": float(eps), "n": int(len(images)), "accuracy": correct / max(len(images), 1)}
+    n = max(len(images), 1)
+    cell: dict[str, Any] = {"eps": float(eps), "n": int(len(images)), "accuracy": correct / (n * draws)}
+    if draws > 1:
+        cell.update(draws=draws, accuracy_all_draws=all_draws / n)
+    return cell
 
 
 def masking_verdict(sanity_accuracy: float) -> str:

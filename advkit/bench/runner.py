@@ -71,6 +71,9 @@ class BenchConfig:
     # EOT: gradient passes each adaptive step averages, for randomized defenses; None: 20 for
     # autoattack-rand (AutoAttack's), else 1. Resolved at construction, as the step is.
     adaptive_eot: int | None = None
+    # Randomized defenses: predictions per image after the attack (mean accuracy, and accuracy under
+    # every draw); deterministic defenses are classified once whatever this says.
+    defense_draws: int = 1
     sanity_n: int = 100
     sanity_steps: int = 50
     n: int = 1000
@@ -111,7 +114,8 @@ class BenchConfig:
             raise UsageError("--weights applies to one --model; give models one at a time")
         for option, value in (("--n", self.n), ("--steps", self.steps), ("--adaptive-steps", self.adaptive_steps),
                               ("--sanity-n", self.sanity_n), ("--sanity-steps", self.sanity_steps),
-                              ("--batch-size", self.batch_size), ("--adaptive-eot", self.adaptive_eot)):
+                              ("--batch-size", self.batch_size), ("--adaptive-eot", self.adaptive_eot),
+                              ("--defense-draws", self.defense_draws)):
             if value < 1:
                 raise UsageError(f"{option} must be >= 1, got {value}")
         if self.adaptive_eot > 1 and self.adaptive_attack not in robustness.EOT_ATTACKS:
@@ -425,9 +429,10 @@ def _run_advfilter(config: BenchConfig, out: Path, device: torch.device,
             if "oblivious" in config.modes:
                 oblivious[model_name] = {}
                 for name in config.defenses:
+                    d = defense(name)
                     cell, _ = _cached_cell(out, f"oblivious/{model_name}/{name}", lambda: robustness.oblivious_cell(
-                        defense(name), classifier, store, rows, batch_size=config.batch_size, device=device,
-                        requested=config.eps))
+                        d, classifier, store, rows, batch_size=config.batch_size, device=device,
+                        requested=config.eps, draws=_draws(config, d), seed=config.seed))
                     progress.advance(sum(r["n"] for r in cell))
                     oblivious[model_name][name] = {"per_eps": cell}
             if "adaptive" in config.modes:
@@ -445,6 +450,13 @@ def _clean_from_source(config: BenchConfig, model_name: str) -> tuple[torch.Tens
     indices = select_images(source.labels(), config.n)
     images = torch.from_numpy(source.load(indices)).permute(0, 3, 1, 2).float().div(255)
     return images, torch.from_numpy(np.asarray(source.labels())[indices].astype(np.int64))
+
+
+def _draws(config: BenchConfig, defense: torch.nn.Module) -> int:
+    """Predictions per image for ``defense``: ``defense_draws`` if it is randomized, else 1."""
+    from advkit.defenses import is_randomized
+
+    return config.defense_draws if is_randomized(defense) else 1
 
 
 def _adaptive_key(defense: str, gradient: str) -> str:
@@ -480,7 +492,7 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
             cell, fresh = _cached_cell(out, f"adaptive/{model_name}/{key}/{suffix}", lambda: robustness.adaptive_cell(
                 d, classifier, x, y, eps, steps=steps, rel_step=rel_step, seed=config.seed,
                 batch_size=config.batch_size, device=device, attack=config.adaptive_attack,
-                eot_samples=config.adaptive_eot, on_progress=progress.advance))
+                eot_samples=config.adaptive_eot, draws=_draws(config, d), on_progress=progress.advance))
             if not fresh:
                 progress.advance(cell["n"])
             if suffix != "sanity":

@@ -40,6 +40,10 @@ def register(app: typer.Typer) -> None:
                                      "for randomized defenses (default 20 for autoattack-rand, else 1).",
                                      show_default=False)
         ] = None,
+        defense_draws: Annotated[
+            int, typer.Option("--defense-draws", help="Randomized defenses: predictions per attacked image; the "
+                              "tables show the mean accuracy [and the accuracy under every draw].")
+        ] = 1,
         adaptive_rel_step: Annotated[
             float | None, typer.Option("--adaptive-rel-step", help="Adaptive PGD step as a fraction of eps "
                                        "(default 2.5 / --adaptive-steps).", show_default=False)
@@ -84,7 +88,7 @@ def register(app: typer.Typer) -> None:
             models=models, suite=suite, data=data, defenses=split_list(defense),
             eps=radii, attack=attack, steps=steps, modes=split_list(mode),
             adaptive_steps=adaptive_steps, adaptive_attack=adaptive_attack, adaptive_rel_step=adaptive_rel_step,
-            adaptive_eot=adaptive_eot, sanity_n=sanity_n, sanity_steps=sanity_steps, n=n,
+            adaptive_eot=adaptive_eot, defense_draws=defense_draws, sanity_n=sanity_n, sanity_steps=sanity_steps, n=n,
             adv=adv_stores_by_model(adv or []), methods=split_list(method),
             denoiser=denoiser, sweep=sweep, sweep_lams=parse_float_list(sweep_lam, "lam"),
             sweep_thetas=parse_float_list(sweep_theta, "theta"), sweep_eps=parse_float_list(sweep_eps, "eps"),

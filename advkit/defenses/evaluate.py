@@ -33,6 +33,7 @@ def evaluate_on_store(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     include_clean: bool = True,
+    draws: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Accuracy of ``classifier ∘ defense`` on the store's adversarial images, per radius.
@@ -41,11 +42,17 @@ def evaluate_on_store(
         defense: [0, 1] (B, 3, H, W) → [0, 1] images, or None for the bare classifier.
         rows: store rows to use (default: all done rows).
         include_clean: also evaluate the clean images (as eps = 0; each distinct source image once).
+        draws: for a randomized defense, how many times each image is defended and classified:
+            ``acc_defended`` is then the mean over the draws, and ``acc_defended_all_draws`` (only
+            with draws > 1) the share of images classified correctly under every draw.
 
     Returns: ``{"per_eps": [{"eps", "n", "acc_attacked", "acc_defended", "psnr_attacked",
     "psnr_defended"}, ...]}`` with eps = 0 first when ``include_clean``; accuracies are computed
-    against the stored labels (rows without a label are skipped for accuracy).
+    against the stored labels (rows without a label are skipped for accuracy); PSNR of the
+    defended image is that of the first draw.
     """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
     device = torch.device(device)
     rows = np.flatnonzero(store.field("done")) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
     labels_all = store.field("label")
@@ -61,7 +68,7 @@ def evaluate_on_store(
     done = 0
     per_eps = []
     for e, (sel,) in sorted(groups.items()):
-        correct_att = correct_def = counted = 0
+        correct_att = correct_def = all_draws = counted = 0
         psnr_att: list[torch.Tensor] = []
         psnr_def: list[torch.Tensor] = []
         for start in range(0, len(sel), batch_size):
@@ -73,7 +80,15 @@ def evaluate_on_store(
             out = defense(x).clamp(0, 1) if defense is not None else x
             known = y >= 0
             correct_att += int((classifier(x).argmax(1) == y)[known].sum())
-            correct_def += int((classifier(out).argmax(1) == y)[known].sum())
+            hits = torch.zeros_like(y)
+            every = torch.ones_like(y, dtype=torch.bool)
+            for k in range(draws):  # a randomized defense draws anew each call
+                defended = out if k == 0 else (defense(x).clamp(0, 1) if defense is not None else x)
+                hit = classifier(defended).argmax(1) == y
+                hits += hit
+                every &= hit
+            correct_def += int(hits[known].sum())
+            all_draws += int(every[known].sum())
             counted += int(known.sum())
             psnr_def.append(psnr(out.float(), clean).cpu())
             if e != 0.0:
@@ -84,7 +99,9 @@ def evaluate_on_store(
         row: dict[str, Any] = {"eps": e, "n": len(sel)}
         if counted:
             row["acc_attacked"] = correct_att / counted
-            row["acc_defended"] = correct_def / counted
+            row["acc_defended"] = correct_def / (counted * draws)
+            if draws > 1:
+                row["acc_defended_all_draws"] = all_draws / counted
         row["psnr_defended"] = _finite_mean(torch.cat(psnr_def))
         if psnr_att:
             row["psnr_attacked"] = _finite_mean(torch.cat(psnr_att))

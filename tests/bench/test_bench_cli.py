@@ -412,3 +412,55 @@ def test_randomized_defense_cells_repeat_and_eot_defaults(cifar_first_100, weigh
     assert not robustness.adaptive_attack("apgd-ce", model, 0.1, steps=1, rel_step=0.1, seed=0, eot_samples=2).early_stop
     with pytest.raises(ValueError, match="takes no EOT"):
         robustness.adaptive_attack("fab-t", model, 0.1, steps=1, rel_step=0.1, seed=0, eot_samples=2)
+
+
+def test_adaptive_cell_classifies_each_image_draws_times(cifar_first_100, weights_dir):
+    """accuracy is the mean over the draws, accuracy_all_draws the share right under every draw."""
+    from advkit.bench import robustness
+    from advkit.defenses import DefendedClassifier, create_defense
+    from advkit.models import create_classifier
+
+    x, y = cifar_first_100
+    x, y = x[::5], y[::5]
+    model = create_classifier("resnet20").eval()
+    noise = create_defense("gaussian:sigma=0.1")
+    common = dict(steps=1, rel_step=0.5, seed=3, batch_size=len(x), device=torch.device("cpu"))
+    cell = robustness.adaptive_cell(noise, model, x, y, 0.0, draws=6, **common)
+    pipeline = DefendedClassifier(noise, model).eval()
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(3)  # the cell's seed for its only batch
+        hits = torch.stack([pipeline(x).argmax(1) == y for _ in range(6)])
+    assert cell["draws"] == 6
+    assert cell["accuracy"] == pytest.approx(hits.float().mean().item())
+    assert cell["accuracy_all_draws"] == pytest.approx(hits.all(0).float().mean().item())
+    assert cell["accuracy_all_draws"] < cell["accuracy"]  # σ = 0.1 flips some images in some draws
+    one = robustness.adaptive_cell(noise, model, x, y, 0.0, **common)
+    assert set(one) == {"eps", "n", "accuracy"} and one["accuracy"] == pytest.approx(hits[0].float().mean().item())
+    # a deterministic pipeline answers the same every time
+    bare = robustness.adaptive_cell(torch.nn.Identity(), model, x, y, 0.0, draws=3, **common)
+    assert bare["accuracy_all_draws"] == bare["accuracy"]
+    with pytest.raises(ValueError, match="draws"):
+        robustness.adaptive_cell(noise, model, x, y, 0.0, draws=0, **common)
+
+
+def test_bench_defense_draws_in_both_modes(cifar_test_npz, weights_dir, tmp_path):
+    out = tmp_path / "o"
+    args = ["--data", str(cifar_test_npz), "--model", "resnet20", "--n", "10", "--eps", "1e-2", "--steps", "2",
+            "--mode", "oblivious,adaptive", "--defense", "none,gaussian:sigma=0.1", "--adaptive-steps", "2",
+            "--sanity-n", "5", "--sanity-steps", "2", "--batch-size", "10", "--out", str(out)]
+    result = run("--json", "bench", *args, "--defense-draws", "4")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    for mode in ("oblivious", "adaptive"):
+        noisy = report[mode]["resnet20"]["gaussian:sigma=0.1"]["per_eps"]
+        assert all(c["draws"] == 4 and 0 <= c["accuracy_all_draws"] <= c["accuracy"] for c in noisy), (mode, noisy)
+        assert all("draws" not in c for c in report[mode]["resnet20"]["none"]["per_eps"])  # deterministic
+    md = (out / "results.md").read_text()
+    assert "Randomized defenses classified 4 times per image" in md and " [" in md
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert any(r["metric"] == "accuracy_all_draws" for r in rows)
+    # the folder's cells hold four draws: another count is another run
+    again = run("bench", *args, "--defense-draws", "2")
+    assert again.exit_code != 0 and "defense_draws" in again.stderr
+    bad = run("bench", *args[:-2], "--out", str(tmp_path / "p"), "--defense-draws", "0")
+    assert bad.exit_code != 0 and "--defense-draws must be >= 1" in bad.stderr
