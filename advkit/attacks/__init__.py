@@ -17,6 +17,7 @@ from advkit.attacks.pasadena import Pasadena
 from advkit.attacks.pgd import PGD
 from advkit.attacks.pgd_l2 import PGDL2
 from advkit.attacks.sinifgsm import SINIFGSM
+from advkit.attacks.spsa import SPSA
 from advkit.attacks.square import Square
 from advkit.attacks.targets import least_likely_targets, random_targets, shifted_targets
 from advkit.attacks.tidim import TIDIM
@@ -26,7 +27,7 @@ from advkit.attacks.vmifgsm import VMIFGSM
 from advkit.attacks.vnifgsm import VNIFGSM
 
 __all__ = ["APGD", "APGDT", "AutoAttack", "FAB", "FABT", "FGSM", "PGD", "PGDL2", "Attack", "GaussianNoise"]
-__all__ += ["CW", "DeepFool", "Square"]
+__all__ += ["CW", "DeepFool", "SPSA", "Square"]
 __all__ += ["least_likely_targets", "random_targets", "shifted_targets"]
 __all__ += ["DIM", "MIFGSM", "TIDIM", "TIFGSM", "TIMIFGSM", "DenoiseThenAttack", "Pasadena"]
 __all__ += ["NIFGSM", "SINIFGSM", "VMIFGSM", "VNIFGSM"]

@@ -43,6 +43,20 @@ def unit_linf(t: torch.Tensor) -> torch.Tensor:
     return t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
 
 
+class DeviceGenerators:
+    """One ``torch.Generator`` per device, each seeded with ``seed`` at its first use, so an attack
+    draws its noise on the images' device and two attacks built with the same seed draw alike."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def __call__(self, device: torch.device) -> torch.Generator:
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[device]
+
+
 def check_images(images: torch.Tensor) -> None:
     """A float (B, C, H, W) tensor with values in [0, 1]; else a `ValueError` naming what is wrong."""
     if images.ndim != 4:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import check_counts
+from advkit.attacks.base import DeviceGenerators, check_counts
 from advkit.attacks.mifgsm import MIFGSM
 
 
@@ -57,18 +57,13 @@ class VMIFGSM(MIFGSM):
         self.samples = samples
         self.beta = beta
         self.seed = seed
-        self._generators: dict[torch.device, torch.Generator] = {}
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[device]
+        self._generators = DeviceGenerators(seed)
 
     def gradient_variance(
         self, images: torch.Tensor, labels: torch.Tensor, grad: torch.Tensor, eps: torch.Tensor
     ) -> torch.Tensor:
         radius = self.beta * eps
-        generator = self._generator(images.device)
+        generator = self._generators(images.device)
         total = torch.zeros_like(images)
         for _ in range(self.samples):
             # U(−r, r) as −r + 2r·U(0, 1): torch's uniform_(−r, r) from the same draws, up to rounding

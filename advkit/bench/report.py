@@ -33,6 +33,8 @@ def adaptive_attack_label(cfg: dict[str, Any], steps: int | None = None) -> str:
         return f"PGD-{count}" + (f" ({', '.join(notes)})" if notes else "")
     if name == "square":
         return f"Square ({count} queries, black box)"
+    if name == "spsa":
+        return f"SPSA-{count} (128 directions per step, black box)"
     if name == "autoattack":
         from advkit.bench.robustness import AUTOATTACK_QUERIES_PER_STEP  # lazily: it imports torch
 
@@ -118,7 +120,7 @@ def markdown(report: dict[str, Any]) -> str:
     titles = {
         "oblivious": f"Oblivious: PGD-{cfg['steps']} on the bare classifier, then the defense. Accuracy (%).",
         "adaptive": (f"Adaptive: {adaptive_attack_label(cfg)} through defense ∘ classifier ("
-                     + ("model outputs only" if cfg.get("adaptive_attack") == "square" else
+                     + ("model outputs only" if cfg.get("adaptive_attack") in ("square", "spsa") else  # the black-box ones
                         "exact gradients, or BPDA where a defense is not differentiable: the gradient column "
                         "says which stand-in")
                      + f"). Accuracy (%). Sanity: accuracy under unbounded "

@@ -480,7 +480,7 @@ def _adaptive(config: BenchConfig, model_name: str, classifier: torch.nn.Module,
         gradient = gradient_kind(d)
         key = _adaptive_key(name, gradient)
         # a black-box attack reads outputs only: no gradient, exact or stand-in, plays a part
-        shown = "none (black box)" if config.adaptive_attack == "square" else gradient
+        shown = "none (black box)" if config.adaptive_attack in robustness.BLACK_BOX_ATTACKS else gradient
         entry: dict[str, Any] = {"per_eps": [], "gradient": shown, "randomized": is_randomized(d)}
         k = min(config.sanity_n, len(images))
         # (key, radius, images, labels, steps, relative step); eps = 1 is the unbounded sanity check

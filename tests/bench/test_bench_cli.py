@@ -355,14 +355,18 @@ def test_adaptive_square_attacks_a_defense_without_its_gradient(cifar_first_100,
     assert clean >= 0.7 and attacked <= clean - 0.4, (clean, attacked)
 
 
-def test_bench_square_reports_no_gradient(cifar_test_npz, weights_dir, tmp_path):
+@pytest.mark.parametrize(("attack", "steps", "label"), [("square", "5", "Square (5 queries, black box)"),
+                                                      ("spsa", "2", "SPSA-2 (128 directions per step, black box)")])
+def test_bench_black_box_attacks_report_no_gradient(cifar_test_npz, weights_dir, tmp_path, attack, steps, label):
     args = ["--model", "resnet20", "--n", "10", "--eps", "3e-2", "--mode", "adaptive", "--defense", "bitdepth",
-            "--adaptive-attack", "square", "--adaptive-steps", "5", "--sanity-n", "5", "--sanity-steps", "5",
+            "--adaptive-attack", attack, "--adaptive-steps", steps, "--sanity-n", "2", "--sanity-steps", steps,
             "--batch-size", "10", "--out", str(tmp_path / "o")]
     result = run("--json", "bench", "--data", str(cifar_test_npz), *args)
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["adaptive"]["resnet20"]["bitdepth"]["gradient"] == "none (black box)"
-    assert "Adaptive: Square (5 queries, black box) through" in (tmp_path / "o" / "results.md").read_text()
+    entry = json.loads(result.stdout)["adaptive"]["resnet20"]["bitdepth"]
+    assert entry["gradient"] == "none (black box)"
+    assert entry["per_eps"][1]["accuracy"] < entry["per_eps"][0]["accuracy"]  # it attacks through bit depth
+    assert f"Adaptive: {label} through" in (tmp_path / "o" / "results.md").read_text()
 
 
 def test_bench_adaptive_eot_on_a_randomized_defense(cifar_test_npz, weights_dir, tmp_path):
