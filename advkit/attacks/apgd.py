@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from advkit.attacks.base import Attack, check_counts, project_linf, unit_linf
+from advkit.attacks.registry import register_attack
 
 LOSSES = ("ce", "dlr")
 
@@ -56,6 +57,7 @@ def checkpoint_intervals(steps: int) -> list[int]:
     return intervals
 
 
+@register_attack
 class APGD(Attack):
     """APGD on the cross-entropy (APGD-CE) or the DLR loss (APGD-DLR), L∞.
 

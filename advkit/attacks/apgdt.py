@@ -11,6 +11,7 @@ from torch import nn
 
 from advkit.attacks.apgd import APGD
 from advkit.attacks.base import check_counts
+from advkit.attacks.registry import register_attack
 from advkit.attacks.targets import next_ranked_targets
 
 
@@ -29,6 +30,7 @@ def targeted_dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch
     return -gap / (ordered[:, 0] - 0.5 * (ordered[:, 2] + ordered[:, 3]) + 1e-12)
 
 
+@register_attack
 class APGDT(APGD):
     """APGD-T, L∞: untargeted in what it reports (success = any wrong class), targeted in how it
     searches: for k = 1..``n_targets`` it runs APGD on the targeted DLR loss towards the class with

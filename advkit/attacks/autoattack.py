@@ -12,6 +12,7 @@ from advkit.attacks.apgd import APGD
 from advkit.attacks.apgdt import APGDT
 from advkit.attacks.base import Attack
 from advkit.attacks.fab import FABT
+from advkit.attacks.registry import register_attack
 from advkit.attacks.square import Square
 
 VERSIONS = ("standard", "fast", "rand")
@@ -19,6 +20,7 @@ VERSIONS = ("standard", "fast", "rand")
 RAND_EOT_SAMPLES = 20
 
 
+@register_attack
 class AutoAttack(Attack):
     """APGD-CE, APGD-T, FAB-T and Square (``standard``, AutoAttack's standard version), APGD-CE
     and APGD-DLR (``fast``), or APGD-CE and APGD-DLR with EOT over 20 draws (``rand``, AutoAttack's

@@ -92,6 +92,9 @@ class Attack(nn.Module):
     supports_targeted = True  # False where the objective is not a class's cross-entropy
     max_eps = 1.0  # the largest radius that means anything: L∞ on [0, 1] images
     supports_eot = False  # True where every gradient goes through `expected_gradient`
+    threat_norms: tuple[str, ...] = ("linf",)  # the norms the attack works in (its ball, or its distance)
+    black_box = False  # True where only the model's outputs are used (no gradient)
+    minimum_norm = False  # True where the attack seeks the smallest adversarial perturbation
 
     def __init__(
         self,

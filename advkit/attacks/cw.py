@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from advkit.attacks.base import Attack, check_counts
+from advkit.attacks.registry import register_attack
 
 # atanh of exactly ±1 is infinite: a pixel at 0 or 1 would never move again (and get no gradient)
 _TANH_MARGIN = 1 - 1e-6
@@ -27,6 +28,7 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False
     return others - own if targeted else own - others
 
 
+@register_attack
 class CW(Attack):
     """Carlini–Wagner L2.
 
@@ -54,6 +56,8 @@ class CW(Attack):
     """
 
     name = "cw"
+    threat_norms = ("l2",)
+    minimum_norm = True
 
     def __init__(self, model: nn.Module, c: float = 1.0, kappa: float = 0.0, steps: int = 50, lr: float = 0.01,
                  binary_search_steps: int = 1, abort_early: bool = True, **kwargs: Any) -> None:

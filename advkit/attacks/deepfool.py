@@ -15,10 +15,12 @@ from torch import nn
 
 from advkit.attacks.base import Attack, check_counts
 from advkit.attacks.boundary import nearest_boundary
+from advkit.attacks.registry import register_attack
 
 NORMS = ("l2", "linf")
 
 
+@register_attack
 class DeepFool(Attack):
     """DeepFool, L2 (the paper's) or L∞.
 
@@ -42,6 +44,8 @@ class DeepFool(Attack):
     """
 
     name = "deepfool"
+    threat_norms = ("l2", "linf")
+    minimum_norm = True
     supports_targeted = False
 
     def __init__(self, model: nn.Module, steps: int = 50, overshoot: float = 0.02, norm: str = "l2",

@@ -14,7 +14,8 @@ models, and the output's quality against the clean image (PSNR, SSIM, PSNR_L) an
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,24 +33,16 @@ METHODS = ("pasadena", "denoise", *BASELINES, *(f"denoise+{b}" for b in BASELINE
 def create_baseline(name: str, model: nn.Module, eps: float = 8 / 255, seed: int = 0, **kwargs: Any) -> Attack:
     """One of ``BASELINES``: Pasadena's six with SPEC settings (ε, 10 iterations, decay 1, DI 0.5, TI 15/σ 3),
     or NI-FGSM, SI-NI-FGSM (5 scales), VMI-FGSM, VNI-FGSM (20 neighbours at β = 1.5) with their
-    papers' settings at the same ε and 10 iterations."""
-    from advkit.attacks import DIM, FGSM, MIFGSM, NIFGSM, SINIFGSM, TIDIM, TIFGSM, TIMIFGSM, VMIFGSM, VNIFGSM
+    papers' settings at the same ε and 10 iterations — each its registered class's defaults, with
+    ``seed`` for the ones that draw (DIM's transforms, VT's neighbours)."""
+    from advkit.attacks.registry import get_attack
 
-    table: dict[str, Callable[..., Attack]] = {
-        "fgsm": lambda: FGSM(model, eps=eps, **kwargs),
-        "mifgsm": lambda: MIFGSM(model, eps=eps, **kwargs),
-        "dim": lambda: DIM(model, eps=eps, seed=seed, **kwargs),
-        "tifgsm": lambda: TIFGSM(model, eps=eps, **kwargs),
-        "timifgsm": lambda: TIMIFGSM(model, eps=eps, **kwargs),
-        "tidim": lambda: TIDIM(model, eps=eps, seed=seed, **kwargs),
-        "nifgsm": lambda: NIFGSM(model, eps=eps, **kwargs),
-        "sinifgsm": lambda: SINIFGSM(model, eps=eps, **kwargs),
-        "vmifgsm": lambda: VMIFGSM(model, eps=eps, seed=seed, **kwargs),
-        "vnifgsm": lambda: VNIFGSM(model, eps=eps, seed=seed, **kwargs),
-    }
-    if name not in table:
+    if name not in BASELINES:
         raise UnknownNameError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
-    return table[name]()
+    cls = get_attack(name)
+    if "seed" in inspect.signature(cls.__init__).parameters:
+        kwargs["seed"] = seed
+    return cls(model, eps=eps, **kwargs)
 
 
 def noisy_inputs(clean: torch.Tensor, source_indices: np.ndarray, sigma: float, seed: int) -> torch.Tensor:

@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from advkit.attacks.mifgsm import MIFGSM
+from advkit.attacks.registry import register_attack
 from advkit.attacks.transforms import DiverseInput
 
 
+@register_attack
 class DIM(MIFGSM):
     """DIM: MI-FGSM whose gradient is taken through a random resize-and-pad of the input.
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from advkit.attacks.base import Attack, check_counts, unit_linf
 from advkit.attacks.boundary import nearest_boundary
+from advkit.attacks.registry import register_attack
 from advkit.attacks.targets import next_ranked_targets
 
 
@@ -59,6 +60,7 @@ def linf_step_to_hyperplane(points: torch.Tensor, normals: torch.Tensor, values:
     return direction * torch.minimum(room, bound)
 
 
+@register_attack
 class FAB(Attack):
     """FAB, L∞, untargeted: each step linearizes the boundary to every other class (one backward
     per class: cheap for CIFAR-10, costly for 1000 classes, where `FABT` is the practical choice).
@@ -83,6 +85,7 @@ class FAB(Attack):
     """
 
     name = "fab"
+    minimum_norm = True
     supports_targeted = False
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, restarts: int = 1,
@@ -180,6 +183,7 @@ class FAB(Attack):
                 "alpha_max": self.alpha_max, "eta": self.eta, "beta": self.beta, "seed": self.seed}
 
 
+@register_attack
 class FABT(FAB):
     """FAB-T, L∞: FAB towards one target class at a time, the class with the k-th highest clean
     logit after the top one for k = 1..``n_targets``, on the images not yet fooled within eps. One

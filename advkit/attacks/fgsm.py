@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from advkit.attacks.base import Attack
+from advkit.attacks.registry import register_attack
 
 
+@register_attack
 class FGSM(Attack):
     """One signed-gradient step of size eps on the cross-entropy, clipped to [0, 1].
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from advkit.attacks.base import Attack, as_eps_tensor, check_counts
+from advkit.attacks.registry import register_attack
 
 
 def normalize_mean_abs(grad: torch.Tensor) -> torch.Tensor:
@@ -20,6 +21,7 @@ def normalize_mean_abs(grad: torch.Tensor) -> torch.Tensor:
     return torch.where(scale > 0, grad / scale, torch.zeros_like(grad))
 
 
+@register_attack
 class MIFGSM(Attack):
     """MI-FGSM: ``steps`` signed steps on the momentum g ← μ·g + ∇/mean|∇| of the cross-entropy.
 

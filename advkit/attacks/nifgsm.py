@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from advkit.attacks.mifgsm import MIFGSM
+from advkit.attacks.registry import register_attack
 
 
 def nesterov_point(images: torch.Tensor, momentum: torch.Tensor, step: torch.Tensor, decay: float) -> torch.Tensor:
@@ -12,6 +13,7 @@ def nesterov_point(images: torch.Tensor, momentum: torch.Tensor, step: torch.Ten
     return images + decay * step * momentum
 
 
+@register_attack
 class NIFGSM(MIFGSM):
     """NI-FGSM: MI-FGSM whose gradient is taken at the look-ahead point x + α·μ·g.
 

@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from advkit.attacks.base import Attack, as_eps_tensor, check_images
+from advkit.attacks.registry import register_attack
 
 
+@register_attack
 class GaussianNoise(Attack):
     """``clip(images + sigma · N(0, 1), 0, 1)``; ignores labels and gradients.
 
@@ -18,6 +20,7 @@ class GaussianNoise(Attack):
     """
 
     name = "noise"
+    threat_norms = ()
     supports_targeted = False
 
     def __init__(self, model: nn.Module | None = None, sigma: float = 0.1, seed: int = 0, **kwargs: Any) -> None:

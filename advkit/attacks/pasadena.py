@@ -42,6 +42,7 @@ from torch import nn
 
 from advkit.attacks.base import Attack, check_images
 from advkit.attacks.edges import EdgeModel, SobelEdges
+from advkit.attacks.registry import register_attack
 from advkit.attacks.transforms import diverse_input
 from advkit.ops import kernel_filter
 
@@ -80,6 +81,7 @@ def check_options(variant: str, loss: str | None, refine: int | None, confidence
                          f"({variant})")
 
 
+@register_attack
 class Pasadena(Attack):
     """The adversarial denoise attack.
 
@@ -112,6 +114,7 @@ class Pasadena(Attack):
     """
 
     name = "pasadena"
+    threat_norms = ()
     supports_targeted = False
 
     def __init__(

@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from advkit.attacks.base import Attack, check_counts, project_linf
+from advkit.attacks.registry import register_attack
 
 
+@register_attack
 class PGD(Attack):
     """L∞ PGD on the cross-entropy of the model's logits.
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from advkit.attacks.pgd import PGD
+from advkit.attacks.registry import register_attack
 
 
 def _per_sample_l2(x: torch.Tensor) -> torch.Tensor:
@@ -25,6 +26,7 @@ def _unit_l2(x: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, x / norm, torch.zeros_like(x))
 
 
+@register_attack
 class PGDL2(PGD):
     """L2 PGD on the cross-entropy: steps along the normalized gradient, projection onto the L2 ball.
 
@@ -47,6 +49,7 @@ class PGDL2(PGD):
     """
 
     name = "pgd_l2"
+    threat_norms = ("l2",)
     max_eps = float("inf")
 
     def __init__(

@@ -9,8 +9,10 @@ from torch import nn
 
 from advkit.attacks.base import check_counts
 from advkit.attacks.nifgsm import NIFGSM
+from advkit.attacks.registry import register_attack
 
 
+@register_attack
 class SINIFGSM(NIFGSM):
     """SI-NI-FGSM: `NIFGSM` whose gradient is the mean over the copies x / 2^i, i = 0..m−1.
 

@@ -16,8 +16,10 @@ import torch
 from torch import nn
 
 from advkit.attacks.base import Attack, DeviceGenerators, check_counts
+from advkit.attacks.registry import register_attack
 
 
+@register_attack
 class SPSA(Attack):
     """SPSA with Adam on the margin loss, L∞ (untargeted or targeted).
 
@@ -51,6 +53,7 @@ class SPSA(Attack):
     """
 
     name = "spsa"
+    black_box = True
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkit.attacks.base import Attack, check_counts
+from advkit.attacks.registry import register_attack
 
 LOSSES = ("margin", "ce")
 # Query counts (on a 10,000-query scale) after which the square's area fraction p halves again.
@@ -29,6 +30,7 @@ def square_fraction(query: int, queries: int, p_init: float = 0.8, rescale: bool
     return p_init / 2 ** sum(it > t for t in P_HALVINGS)
 
 
+@register_attack
 class Square(Attack):
     """Square Attack, L∞, on the margin loss (or the cross-entropy).
 
@@ -51,6 +53,7 @@ class Square(Attack):
     """
 
     name = "square"
+    black_box = True
 
     def __init__(
         self,

@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from advkit.attacks.dim import DIM
+from advkit.attacks.registry import register_attack
 from advkit.attacks.transforms import GradientSmoothing
 
 
+@register_attack
 class TIDIM(DIM):
     """TI-DIM: `DIM` (momentum and diverse inputs) whose gradient is smoothed as in `TIMIFGSM`.
 

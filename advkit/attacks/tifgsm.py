@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from advkit.attacks.fgsm import FGSM
+from advkit.attacks.registry import register_attack
 from advkit.attacks.transforms import GradientSmoothing
 
 
+@register_attack
 class TIFGSM(FGSM):
     """TI-FGSM: one step of size eps along the sign of the Gaussian-smoothed gradient, clipped to [0, 1].
 

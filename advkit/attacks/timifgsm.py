@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from advkit.attacks.mifgsm import MIFGSM
+from advkit.attacks.registry import register_attack
 from advkit.attacks.transforms import GradientSmoothing
 
 
+@register_attack
 class TIMIFGSM(MIFGSM):
     """TI-MI-FGSM: MI-FGSM with each step's gradient smoothed by a Gaussian before normalization.
 

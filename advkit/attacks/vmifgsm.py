@@ -10,8 +10,10 @@ from torch import nn
 
 from advkit.attacks.base import DeviceGenerators, check_counts
 from advkit.attacks.mifgsm import MIFGSM
+from advkit.attacks.registry import register_attack
 
 
+@register_attack
 class VMIFGSM(MIFGSM):
     """VMI-FGSM: MI-FGSM whose gradient at step t+1 is corrected by the gradient variance at step t.
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 
 from advkit.attacks.nifgsm import nesterov_point
+from advkit.attacks.registry import register_attack
 from advkit.attacks.vmifgsm import VMIFGSM
 
 
+@register_attack
 class VNIFGSM(VMIFGSM):
     """VNI-FGSM: `VMIFGSM` whose step gradient is taken at NI-FGSM's look-ahead point x + α·μ·g.
 

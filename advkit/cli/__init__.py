@@ -114,6 +114,7 @@ def _register_commands() -> None:
     # Imported here so each command module stays importable on its own.
     from advkit.cli import (
         attack_denoise_cmd,
+        attacks_cmd,
         bench_cmd,
         defend_cmd,
         gen_adv_cmd,
@@ -124,6 +125,7 @@ def _register_commands() -> None:
     )
 
     models_cmd.register(app)
+    attacks_cmd.register(app)
     predict_cmd.register(app)
     gen_adv_cmd.register(app)
     store_cmd.register(app)

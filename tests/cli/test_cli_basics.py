@@ -58,3 +58,13 @@ def test_startup_imports_stay_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["[]", "False"]
+
+
+def test_cli_lists_attacks():
+    result = runner.invoke(app, ["--json", "attacks", "--norm", "l2"])
+    assert result.exit_code == 0, result.stderr
+    assert [a["name"] for a in json.loads(result.stdout)["attacks"]] == ["cw", "deepfool", "pgd_l2"]
+    table = runner.invoke(app, ["attacks"])
+    assert table.exit_code == 0 and "spsa" in table.stdout and "black box" in table.stdout
+    bad = runner.invoke(app, ["attacks", "--norm", "l1"])
+    assert bad.exit_code != 0 and "unknown --norm 'l1'" in bad.stderr

@@ -1,0 +1,78 @@
+"""The attack registry: every attack is there under the name it records, builds by name, and keeps
+the uniform contract ``attack(images, labels)`` → images in [0, 1] (in its ball where it has one)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import advkit.attacks as attacks
+from advkit.attacks import Attack, DenoiseThenAttack, create_attack, describe_attack, get_attack, list_attacks
+from advkit.attacks.registry import register_attack
+from advkit.errors import UnknownNameError
+
+# Small budgets so every attack runs in a moment on the tiny model; the rest are each class's defaults.
+QUICK = {
+    "apgd": {"steps": 5}, "apgd-t": {"steps": 5, "n_targets": 2}, "autoattack": {"steps": 3, "queries": 20},
+    "cw": {"steps": 10}, "deepfool": {"steps": 5}, "fab": {"steps": 5}, "fab-t": {"steps": 5, "n_targets": 2},
+    "pgd": {"steps": 5}, "pgd_l2": {"steps": 5}, "spsa": {"steps": 3, "samples": 8}, "square": {"queries": 20},
+    "vmifgsm": {"samples": 2}, "vnifgsm": {"samples": 2}, "sinifgsm": {"scales": 2},
+}
+
+
+def test_every_attack_class_is_registered_under_its_name():
+    exported = {obj for obj in vars(attacks).values()
+                if isinstance(obj, type) and issubclass(obj, Attack) and obj not in (Attack, DenoiseThenAttack)}
+    assert {get_attack(name) for name in list_attacks()} == exported
+    for name in list_attacks():
+        assert get_attack(name).name == name
+
+
+def test_filters_and_errors():
+    assert set(list_attacks(norm="l2")) == {"cw", "deepfool", "pgd_l2"}
+    assert set(list_attacks(black_box=True)) == {"spsa", "square"}
+    assert list_attacks("*fgsm") == ["fgsm", "mifgsm", "nifgsm", "sinifgsm", "tifgsm", "timifgsm", "vmifgsm",
+                                     "vnifgsm"]
+    with pytest.raises(UnknownNameError, match="unknown attack 'bim'; known attacks: apgd, apgd-t"):
+        get_attack("bim")
+    with pytest.raises(TypeError, match="Attack subclass"):
+        register_attack(nn.Linear)  # type: ignore[type-var]
+
+
+def test_describe():
+    d = describe_attack("pgd")
+    json.dumps(d)
+    assert d["class"] == "advkit.attacks.pgd.PGD" and d["norms"] == ["linf"] and d["default_eps"] == pytest.approx(8 / 255)
+    assert d["targeted"] and d["eot"] and not d["black_box"] and d["summary"].startswith("L∞ PGD")
+    assert describe_attack("autoattack")["eot"]  # through its APGD stages
+    assert describe_attack("cw")["minimum_norm"] and describe_attack("square")["black_box"]
+    assert describe_attack("noise")["norms"] == [] and describe_attack("deepfool")["norms"] == ["l2", "linf"]
+
+
+@pytest.mark.parametrize("name", [n for n in list_attacks() if n not in ("pasadena", "noise")])
+def test_uniform_contract(tiny, name):
+    """create_attack(name, model) then attack(images, labels): same shape, [0, 1], in the default ball."""
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 8, 8)
+    with torch.no_grad():
+        y = tiny(x).argmax(1)
+    attack = create_attack(name, tiny, **QUICK.get(name, {}))
+    assert attack.config()["name"] == name
+    adv = attack(x, y)
+    assert adv.shape == x.shape and adv.dtype == torch.float32 and adv.min() >= 0 and adv.max() <= 1
+    eps = describe_attack(name)["default_eps"]
+    if eps is not None:
+        dist = (adv - x).flatten(1)
+        size = dist.norm(dim=1) if attack.threat_norms == ("l2",) else dist.abs().amax(1)
+        assert (size <= eps + 1e-5).all(), (name, size)
+
+
+def test_noise_and_pasadena_build_by_name(tiny):
+    x = torch.rand(2, 3, 8, 8)
+    noisy = create_attack("noise", None, sigma=0.1)(x)
+    assert noisy.shape == x.shape and not torch.equal(noisy, x)
+    with pytest.raises(TypeError):
+        create_attack("pasadena", tiny)  # needs its denoiser
