@@ -11,6 +11,7 @@ from advkit.attacks.dim import DIM
 from advkit.attacks.fab import FAB, FABT
 from advkit.attacks.fgsm import FGSM
 from advkit.attacks.mifgsm import MIFGSM
+from advkit.attacks.multiattack import MultiAttack
 from advkit.attacks.nifgsm import NIFGSM
 from advkit.attacks.noise import GaussianNoise
 from advkit.attacks.pasadena import Pasadena
@@ -33,3 +34,4 @@ __all__ += ["least_likely_targets", "random_targets", "shifted_targets"]
 __all__ += ["DIM", "MIFGSM", "TIDIM", "TIFGSM", "TIMIFGSM", "DenoiseThenAttack", "Pasadena"]
 __all__ += ["NIFGSM", "SINIFGSM", "VMIFGSM", "VNIFGSM"]
 __all__ += ["create_attack", "describe_attack", "get_attack", "list_attacks", "register_attack"]
+__all__ += ["MultiAttack"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from advkit.attacks.apgd import APGD
 from advkit.attacks.apgdt import APGDT
 from advkit.attacks.base import Attack
 from advkit.attacks.fab import FABT
+from advkit.attacks.multiattack import MultiAttack
 from advkit.attacks.registry import register_attack
 from advkit.attacks.square import Square
 
@@ -21,7 +21,7 @@ RAND_EOT_SAMPLES = 20
 
 
 @register_attack
-class AutoAttack(Attack):
+class AutoAttack(MultiAttack):
     """APGD-CE, APGD-T, FAB-T and Square (``standard``, AutoAttack's standard version), APGD-CE
     and APGD-DLR (``fast``), or APGD-CE and APGD-DLR with EOT over 20 draws (``rand``, AutoAttack's
     version for randomized defenses), L∞.
@@ -42,7 +42,7 @@ class AutoAttack(Attack):
     (None: the model's predictions). Returns (B, C, H, W) in [0, 1]: the first attack's successful
     image where one succeeded, the clean image elsewhere (as AutoAttack), so the model's accuracy
     on the output is the robust accuracy. After a call, ``history`` lists (attack name, robust
-    accuracy after it), starting with ("clean", clean accuracy).
+    accuracy after it), starting with ("clean", clean accuracy). The loop is `MultiAttack`'s.
     """
 
     name = "autoattack"
@@ -51,11 +51,8 @@ class AutoAttack(Attack):
     def __init__(self, model: nn.Module, eps: float = 8 / 255, version: str = "standard", steps: int = 100,
                  n_targets: int = 9, queries: int = 5000, seed: int = 0, eot_samples: int | None = None,
                  **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
         if version not in VERSIONS:
             raise ValueError(f"unknown version {version!r}; use {', '.join(VERSIONS)}")
-        self.eps = eps
-        self.version = version
         if eot_samples is None:
             eot_samples = RAND_EOT_SAMPLES if version == "rand" else 1
         common = {"eps": eps, "seed": seed, **kwargs}
@@ -69,39 +66,12 @@ class AutoAttack(Attack):
                         Square(model, queries=queries, **common)]
         else:
             attacks.append(APGD(model, loss="dlr", **apgd))
-        # a plain list, not a ModuleList: the sub-attacks share `model`, registered once above
-        self.attacks = attacks
-        self.history: list[tuple[str, float]] = []
+        super().__init__(attacks, model, **kwargs)
+        self.eps = eps
+        self.version = version
 
-    @staticmethod
-    def label(attack: Attack) -> str:
+    def label(self, attack: Attack) -> str:
         return f"apgd-{attack.loss}" if type(attack) is APGD else attack.name
-
-    def forward(
-        self, images: torch.Tensor, labels: torch.Tensor | None = None, eps: float | torch.Tensor | None = None
-    ) -> torch.Tensor:
-        x0, labels, eps_t = self.prepare(images, labels, eps)
-        with torch.no_grad():
-            fooled = self.succeeded(self.logits(x0), labels)
-        out = x0.clone()
-        n = x0.shape[0]
-
-        def robust() -> float:
-            return (n - int(fooled.sum())) / max(n, 1)
-
-        self.history = [("clean", robust())]
-        for stage, attack in enumerate(self.attacks):
-            # The first attack sees the whole batch (it skips misclassified images itself), so it
-            # draws the same random starts as when it runs alone; later ones see what is left.
-            todo = (~fooled if stage else torch.ones_like(fooled)).nonzero().squeeze(1)
-            if todo.numel():
-                adv = attack(x0[todo], labels[todo], eps=eps_t[todo].flatten())
-                with torch.no_grad():
-                    hit = self.succeeded(self.logits(adv), labels[todo])
-                out[todo[hit]] = adv[hit]
-                fooled[todo[hit]] = True
-            self.history.append((self.label(attack), robust()))
-        return out
 
     def config(self) -> dict[str, Any]:
         config = {**super().config(), "norm": "linf", "eps": self.eps, "version": self.version,
