@@ -76,3 +76,12 @@ def test_noise_and_pasadena_build_by_name(tiny):
     assert noisy.shape == x.shape and not torch.equal(noisy, x)
     with pytest.raises(TypeError):
         create_attack("pasadena", tiny)  # needs its denoiser
+
+
+def test_docs_table_lists_every_attack():
+    """docs/attacks.md's table names every registered attack class (the docs keep up with the registry)."""
+    from pathlib import Path
+
+    table = (Path(__file__).resolve().parents[2] / "docs" / "attacks.md").read_text()
+    missing = [get_attack(n).__name__ for n in list_attacks() if f"`{get_attack(n).__name__}`" not in table]
+    assert not missing, missing
