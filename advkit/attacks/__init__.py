@@ -8,6 +8,7 @@ from advkit.attacks.cw import CW
 from advkit.attacks.deepfool import DeepFool
 from advkit.attacks.denoise_then import DenoiseThenAttack
 from advkit.attacks.dim import DIM
+from advkit.attacks.ead import EAD
 from advkit.attacks.fab import FAB, FABT
 from advkit.attacks.fgsm import FGSM
 from advkit.attacks.mifgsm import MIFGSM
@@ -29,7 +30,7 @@ from advkit.attacks.vmifgsm import VMIFGSM
 from advkit.attacks.vnifgsm import VNIFGSM
 
 __all__ = ["APGD", "APGDT", "AutoAttack", "FAB", "FABT", "FGSM", "PGD", "PGDL2", "Attack", "GaussianNoise"]
-__all__ += ["CW", "DeepFool", "SPSA", "Square"]
+__all__ += ["CW", "DeepFool", "EAD", "SPSA", "Square"]
 __all__ += ["least_likely_targets", "random_targets", "shifted_targets"]
 __all__ += ["DIM", "MIFGSM", "TIDIM", "TIFGSM", "TIMIFGSM", "DenoiseThenAttack", "Pasadena"]
 __all__ += ["NIFGSM", "SINIFGSM", "VMIFGSM", "VNIFGSM"]

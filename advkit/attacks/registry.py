@@ -30,7 +30,7 @@ def register_attack(cls: A) -> A:
 
 def list_attacks(pattern: str = "*", *, norm: str | None = None, black_box: bool | None = None) -> list[str]:
     """Registered attack names matching a shell-style ``pattern``, sorted; ``norm`` (``linf``,
-    ``l2``) keeps the attacks bounded in that norm, ``black_box`` those that do (not) need gradients."""
+    ``l2``, ``l1``) keeps the attacks bounded in that norm, ``black_box`` those that do (not) need gradients."""
     return sorted(
         name
         for name, cls in _REGISTRY.items()

@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     @app.command("attacks")
     def attacks(
         ctx: typer.Context,
-        norm: str = typer.Option(None, help="Only attacks in this norm (linf, l2)."),
+        norm: str = typer.Option(None, help="Only attacks in this norm (linf, l2, l1)."),
         json_out: JsonOption = False,
     ) -> None:
         """List the registered attacks: norm, targeted and EOT support, black box, minimum-norm."""
@@ -20,8 +20,8 @@ def register(app: typer.Typer) -> None:
         from advkit.errors import UsageError
 
         opts = get_options(ctx, json=json_out)
-        if norm is not None and norm not in ("linf", "l2"):
-            raise UsageError(f"unknown --norm {norm!r}; use linf or l2")
+        if norm is not None and norm not in ("linf", "l2", "l1"):
+            raise UsageError(f"unknown --norm {norm!r}; use linf, l2 or l1")
         rows = [describe_attack(name) for name in list_attacks(norm=norm)]
 
         def yes(flag: bool) -> str:

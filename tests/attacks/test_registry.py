@@ -17,7 +17,7 @@ from advkit.errors import UnknownNameError
 # Small budgets so every attack runs in a moment on the tiny model; the rest are each class's defaults.
 QUICK = {
     "apgd": {"steps": 5}, "apgd-t": {"steps": 5, "n_targets": 2}, "autoattack": {"steps": 3, "queries": 20},
-    "cw": {"steps": 10}, "deepfool": {"steps": 5}, "fab": {"steps": 5}, "fab-t": {"steps": 5, "n_targets": 2},
+    "cw": {"steps": 10}, "ead": {"steps": 10, "binary_search_steps": 2}, "deepfool": {"steps": 5}, "fab": {"steps": 5}, "fab-t": {"steps": 5, "n_targets": 2},
     "pgd": {"steps": 5}, "pgd_l2": {"steps": 5}, "spsa": {"steps": 3, "samples": 8}, "square": {"queries": 20},
     "vmifgsm": {"samples": 2}, "vnifgsm": {"samples": 2}, "sinifgsm": {"scales": 2},
 }
@@ -33,6 +33,7 @@ def test_every_attack_class_is_registered_under_its_name():
 
 def test_filters_and_errors():
     assert set(list_attacks(norm="l2")) == {"cw", "deepfool", "pgd_l2"}
+    assert list_attacks(norm="l1") == ["ead"]
     assert set(list_attacks(black_box=True)) == {"spsa", "square"}
     assert list_attacks("*fgsm") == ["fgsm", "mifgsm", "nifgsm", "sinifgsm", "tifgsm", "timifgsm", "vmifgsm",
                                      "vnifgsm"]
@@ -66,7 +67,7 @@ def test_uniform_contract(tiny, name):
     eps = describe_attack(name)["default_eps"]
     if eps is not None:
         dist = (adv - x).flatten(1)
-        size = dist.norm(dim=1) if attack.threat_norms == ("l2",) else dist.abs().amax(1)
+        size = dist.norm(dim=1) if attack.threat_norms == ("l2",) else dist.abs().amax(1)  # (no L1 default radius)
         assert (size <= eps + 1e-5).all(), (name, size)
 
 

@@ -66,5 +66,5 @@ def test_cli_lists_attacks():
     assert [a["name"] for a in json.loads(result.stdout)["attacks"]] == ["cw", "deepfool", "pgd_l2"]
     table = runner.invoke(app, ["attacks"])
     assert table.exit_code == 0 and "spsa" in table.stdout and "black box" in table.stdout
-    bad = runner.invoke(app, ["attacks", "--norm", "l1"])
-    assert bad.exit_code != 0 and "unknown --norm 'l1'" in bad.stderr
+    bad = runner.invoke(app, ["attacks", "--norm", "l0"])
+    assert bad.exit_code != 0 and "unknown --norm 'l0'" in bad.stderr
