@@ -1,14 +1,15 @@
-"""Minimum-norm attacks: DeepFool (L2), Carlini–Wagner L2 and FAB (L∞), advkit vs torchattacks vs
-ART in the same run, on the same images, with the same settings.
+"""Minimum-norm attacks: DeepFool (L2), Carlini–Wagner L2, FAB (L∞) and EAD (L1), advkit vs torchattacks
+vs ART in the same run, on the same images, with the same settings.
 
 For each attack: images per second over whole batches after a warm-up batch, the share of the
 correctly classified images it fools, and the median distance of those it fools (L2 for DeepFool
-and CW, L∞ in 1/255 for FAB; smaller is better), with ratios of speed against each peer. Peers:
+and CW, L∞ in 1/255 for FAB, L1 for EAD; smaller is better), with ratios of speed against each
+peer. Peers:
 
 - torchattacks: ``DeepFool`` (one image at a time), ``CW`` (one c, no search), ``FAB``
-  (untargeted).
-- ART: ``DeepFool`` and ``CarliniL2Method`` (its own optimizer and line search: the same
-  objective, not the same algorithm); ART has no FAB.
+  (untargeted), ``EADL1``.
+- ART: ``DeepFool``, ``CarliniL2Method`` (its own optimizer and line search: the same
+  objective, not the same algorithm) and ``ElasticNet`` (EAD, decision rule L1); ART has no FAB.
 
 Example (CPU): ``python -m benchmarks.min_norm --device cpu --n 100``
 """
@@ -22,10 +23,10 @@ from collections.abc import Callable
 
 import torch
 
-from advkit.attacks import CW, FAB, DeepFool
+from advkit.attacks import CW, EAD, FAB, DeepFool
 from benchmarks.peers import art_classifier, art_runner, peer_parser, run_against_peers, setup, speedup
 
-ATTACKS = ("deepfool", "cw", "fab")
+ATTACKS = ("deepfool", "cw", "fab", "ead")
 
 
 def advkit_attack(name: str, model: torch.nn.Module, args: argparse.Namespace) -> Callable:
@@ -33,6 +34,8 @@ def advkit_attack(name: str, model: torch.nn.Module, args: argparse.Namespace) -
         return DeepFool(model, steps=50, overshoot=0.02)
     if name == "cw":
         return CW(model, c=args.cw_c, steps=args.cw_steps, lr=0.01)
+    if name == "ead":
+        return EAD(model, steps=args.ead_steps, binary_search_steps=args.ead_searches)
     return FAB(model, eps=1.0, steps=args.fab_steps)  # eps 1: keep every adversarial, however far
 
 
@@ -45,6 +48,8 @@ def torchattacks_attack(name: str, model: torch.nn.Module, args: argparse.Namesp
         attack = torchattacks.DeepFool(model, steps=50, overshoot=0.02)
     elif name == "cw":
         attack = torchattacks.CW(model, c=args.cw_c, steps=args.cw_steps, lr=0.01)
+    elif name == "ead":
+        attack = torchattacks.EADL1(model, max_iterations=args.ead_steps, binary_search_steps=args.ead_searches)
     else:
         attack = torchattacks.FAB(model, eps=1.0, steps=args.fab_steps, n_classes=model.num_classes, seed=0)
     return lambda a, b: attack(a.contiguous(), b).detach()
@@ -53,7 +58,7 @@ def torchattacks_attack(name: str, model: torch.nn.Module, args: argparse.Namesp
 def art_attack(name: str, model: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace,
                device: torch.device) -> Callable | None:
     try:
-        from art.attacks.evasion import CarliniL2Method
+        from art.attacks.evasion import CarliniL2Method, ElasticNet
         from art.attacks.evasion import DeepFool as ArtDeepFool
     except ImportError:
         return None
@@ -65,6 +70,10 @@ def art_attack(name: str, model: torch.nn.Module, x: torch.Tensor, args: argpars
         if name == "deepfool":
             attack = ArtDeepFool(clf, max_iter=50, epsilon=0.02, nb_grads=model.num_classes,
                                  batch_size=args.batch_size, verbose=False)
+        elif name == "ead":
+            attack = ElasticNet(clf, confidence=0.0, learning_rate=0.01, binary_search_steps=args.ead_searches,
+                                max_iter=args.ead_steps, beta=1e-3, initial_const=1e-3, batch_size=args.batch_size,
+                                decision_rule="L1", verbose=False)
         else:
             attack = CarliniL2Method(clf, confidence=0.0, learning_rate=0.01, binary_search_steps=1,
                                      max_iter=args.cw_steps, initial_const=args.cw_c, batch_size=args.batch_size,
@@ -80,7 +89,10 @@ def outcome(model: torch.nn.Module, x: torch.Tensor, adv: torch.Tensor, y: torch
         after = torch.cat([model(adv[s : s + batch]).argmax(1) for s in range(0, len(x), batch)])
     fooled = clean & (after != y)
     delta = (adv - x).flatten(1)
-    distance = delta.abs().amax(1) * 255 if name == "fab" else delta.norm(dim=1)
+    if name == "fab":
+        distance = delta.abs().amax(1) * 255
+    else:
+        distance = delta.abs().sum(1) if name == "ead" else delta.norm(dim=1)
     median = float(distance[fooled].median()) if fooled.any() else float("nan")
     return float(fooled.sum() / clean.sum().clamp_min(1)), median
 
@@ -90,6 +102,8 @@ def main() -> None:
     parser.add_argument("--cw-c", type=float, default=0.1)
     parser.add_argument("--cw-steps", type=int, default=50)
     parser.add_argument("--fab-steps", type=int, default=10)
+    parser.add_argument("--ead-steps", type=int, default=100)
+    parser.add_argument("--ead-searches", type=int, default=9)
     args = parser.parse_args()
     device, model, x, y, env = setup(args)
     makers = {"advkit": lambda name: advkit_attack(name, model, args),
@@ -102,7 +116,8 @@ def main() -> None:
 
     rows = run_against_peers(parser, args, ATTACKS, makers, x, y, device, measure)
     print(f"# minimum-norm attacks on {env['device']}: {args.model}, {args.n} images; CW c={args.cw_c:g}, "
-          f"{args.cw_steps} steps; FAB {args.fab_steps} steps; distance L2 (FAB: L∞ ×255)")
+          f"{args.cw_steps} steps; FAB {args.fab_steps} steps; EAD {args.ead_searches}×{args.ead_steps}; "
+          "distance L2 (FAB: L∞ ×255, EAD: L1)")
     print(f"{'attack':<9} {'by':<13} {'img/s':>9} {'fooled':>7} {'median dist.':>13} {'advkit speed ×':>15}")
     for r in rows:
         if "error" in r:

@@ -66,7 +66,7 @@ def oblivious_cell(
     """Per-radius accuracy (eps = 0 first: the clean images) of ``classifier ∘ defense`` on stored attacks.
 
     Stored radii are float32; each is reported as the ``requested`` radius it rounds from. A
-    randomized defense is classified ``draws`` times per image (see `draw_fields`); with ``seed``
+    randomized defense is classified ``draws`` times per image (as in `adaptive_cell`); with ``seed``
     its draws come from torch's generator seeded with it (restored after), so the cell repeats.
     """
     is_identity = isinstance(defense, nn.Identity)

@@ -77,7 +77,7 @@ def test_minimum_l1_on_an_affine_model(affine, batch):
     torchattacks = pytest.importorskip("torchattacks")
     theirs = torchattacks.EADL1(affine, max_iterations=100, binary_search_steps=9)(x, y)
     ratio = l1.mean() / (theirs - x).flatten(1).abs().sum(1).mean()
-    assert 0.95 <= ratio <= 1.05, ratio  # measured 0.99
+    assert 0.95 <= ratio <= 1.05, ratio  # measured 1.008
 
 
 def test_decision_rules_pick_from_the_same_path(affine, batch):
