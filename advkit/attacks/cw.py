@@ -8,6 +8,7 @@ variables), with the margin f = max(z_y − max_{j≠y} z_j, −κ) (targeted: m
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,6 +27,30 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False
     own = logits.gather(1, labels[:, None]).squeeze(1)
     others = logits.scatter(1, labels[:, None], -math.inf).amax(1)
     return others - own if targeted else own - others
+
+
+def search_over_c(
+    search: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    x0: torch.Tensor, labels: torch.Tensor, todo: torch.Tensor, c_start: float, steps: int,
+    out: torch.Tensor, best: torch.Tensor,
+) -> None:
+    """The paper's per-image binary search over the margin weight c, shared by `CW` and `EAD`.
+
+    ``search(images, labels, c)`` runs one optimization with per-image weights c and returns
+    (adversarial images, (B,) cost, (B,) bool fooled) for the images ``todo`` indexes. After each,
+    c bisects between the largest value that failed and the smallest that succeeded (×10 while
+    none has). ``out`` (images) and ``best`` (costs) keep, in place, each image's lowest-cost
+    adversarial.
+    """
+    c = torch.full((len(todo),), float(c_start), device=x0.device)
+    lower, upper = torch.zeros_like(c), torch.full_like(c, math.inf)
+    for _ in range(steps if len(todo) else 0):
+        adv, cost, fooled = search(x0[todo], labels[todo], c)
+        better = fooled & (cost < best[todo])
+        out[todo[better]], best[todo[better]] = adv[better], cost[better]
+        upper = torch.where(fooled, torch.minimum(upper, c), upper)
+        lower = torch.where(fooled, lower, torch.maximum(lower, c))
+        c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 10)
 
 
 @register_attack
@@ -83,17 +108,9 @@ class CW(Attack):
             done = self.succeeded(self.logits(x0), labels)  # already adversarial: nothing to minimize
         best_sq[done] = 0
         todo = (~done).nonzero().squeeze(1)
-        c = torch.full((len(todo),), float(self.c), device=x0.device)
-        lower, upper = torch.zeros_like(c), torch.full_like(c, math.inf)
         w0 = torch.atanh((x0[todo] * 2 - 1) * _TANH_MARGIN)
-        for _ in range(self.binary_search_steps if len(todo) else 0):
-            adv, sq, fooled = self.search(x0[todo], w0, labels[todo], c)
-            smaller = fooled & (sq < best_sq[todo])
-            out[todo[smaller]], best_sq[todo[smaller]] = adv[smaller], sq[smaller]
-            # per image: bisect between the largest c that failed and the smallest that succeeded
-            upper = torch.where(fooled, torch.minimum(upper, c), upper)
-            lower = torch.where(fooled, lower, torch.maximum(lower, c))
-            c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 10)
+        search_over_c(lambda x, y, c: self.search(x, w0, y, c), x0, labels, todo, self.c, self.binary_search_steps,
+                      out, best_sq)
         self.norms = best_sq.sqrt()
         return out.detach()
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from advkit.attacks.base import Attack, check_counts
-from advkit.attacks.cw import cw_margin
+from advkit.attacks.cw import cw_margin, search_over_c
 from advkit.attacks.registry import register_attack
 
 DECISIONS = ("l1", "en")
@@ -91,15 +91,7 @@ class EAD(Attack):
             done = self.succeeded(self.logits(x0), labels)  # already adversarial: nothing to minimize
         best_cost[done] = 0
         todo = (~done).nonzero().squeeze(1)
-        c = torch.full((len(todo),), float(self.c), device=x0.device)
-        lower, upper = torch.zeros_like(c), torch.full_like(c, math.inf)
-        for _ in range(self.binary_search_steps if len(todo) else 0):
-            adv, cost, fooled = self.search(x0[todo], labels[todo], c)
-            better = fooled & (cost < best_cost[todo])
-            out[todo[better]], best_cost[todo[better]] = adv[better], cost[better]
-            upper = torch.where(fooled, torch.minimum(upper, c), upper)
-            lower = torch.where(fooled, lower, torch.maximum(lower, c))
-            c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 10)
+        search_over_c(self.search, x0, labels, todo, self.c, self.binary_search_steps, out, best_cost)
         self.norms = torch.where(torch.isfinite(best_cost), (out - x0).flatten(1).abs().sum(1), best_cost)
         return out.detach()
 
