@@ -30,18 +30,24 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False
 
 
 def search_over_c(
+    attack: Attack,
     search: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    x0: torch.Tensor, labels: torch.Tensor, todo: torch.Tensor, c_start: float, steps: int,
-    out: torch.Tensor, best: torch.Tensor,
-) -> None:
+    x0: torch.Tensor, labels: torch.Tensor, c_start: float, steps: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's per-image binary search over the margin weight c, shared by `CW` and `EAD`.
 
+    Images ``attack`` already finds adversarial come back unchanged at cost 0. For the others,
     ``search(images, labels, c)`` runs one optimization with per-image weights c and returns
-    (adversarial images, (B,) cost, (B,) bool fooled) for the images ``todo`` indexes. After each,
-    c bisects between the largest value that failed and the smallest that succeeded (×10 while
-    none has). ``out`` (images) and ``best`` (costs) keep, in place, each image's lowest-cost
-    adversarial.
+    (adversarial images, (B,) cost, (B,) bool fooled); after each, c bisects between the largest
+    value that failed and the smallest that succeeded (×10 while none has). Returns each image's
+    lowest-cost adversarial (the input where none was found) and its cost (inf where none).
     """
+    out = x0.clone()
+    best = torch.full((x0.shape[0],), math.inf, device=x0.device)
+    with torch.no_grad():
+        done = attack.succeeded(attack.logits(x0), labels)  # already adversarial: nothing to minimize
+    best[done] = 0
+    todo = (~done).nonzero().squeeze(1)
     c = torch.full((len(todo),), float(c_start), device=x0.device)
     lower, upper = torch.zeros_like(c), torch.full_like(c, math.inf)
     for _ in range(steps if len(todo) else 0):
@@ -51,6 +57,7 @@ def search_over_c(
         upper = torch.where(fooled, torch.minimum(upper, c), upper)
         lower = torch.where(fooled, lower, torch.maximum(lower, c))
         c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 10)
+    return out, best
 
 
 @register_attack
@@ -101,16 +108,11 @@ class CW(Attack):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x0, labels = self.prepare_batch(images, labels)
-        n = x0.shape[0]
-        out = x0.clone()
-        best_sq = torch.full((n,), math.inf, device=x0.device)
-        with torch.no_grad():
-            done = self.succeeded(self.logits(x0), labels)  # already adversarial: nothing to minimize
-        best_sq[done] = 0
-        todo = (~done).nonzero().squeeze(1)
-        w0 = torch.atanh((x0[todo] * 2 - 1) * _TANH_MARGIN)
-        search_over_c(lambda x, y, c: self.search(x, w0, y, c), x0, labels, todo, self.c, self.binary_search_steps,
-                      out, best_sq)
+
+        def search(x: torch.Tensor, y: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return self.search(x, torch.atanh((x * 2 - 1) * _TANH_MARGIN), y, c)
+
+        out, best_sq = search_over_c(self, search, x0, labels, self.c, self.binary_search_steps)
         self.norms = best_sq.sqrt()
         return out.detach()
 

@@ -84,14 +84,7 @@ class EAD(Attack):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x0, labels = self.prepare_batch(images, labels)
-        n = x0.shape[0]
-        out = x0.clone()
-        best_cost = torch.full((n,), math.inf, device=x0.device)
-        with torch.no_grad():
-            done = self.succeeded(self.logits(x0), labels)  # already adversarial: nothing to minimize
-        best_cost[done] = 0
-        todo = (~done).nonzero().squeeze(1)
-        search_over_c(self.search, x0, labels, todo, self.c, self.binary_search_steps, out, best_cost)
+        out, best_cost = search_over_c(self, self.search, x0, labels, self.c, self.binary_search_steps)
         self.norms = torch.where(torch.isfinite(best_cost), (out - x0).flatten(1).abs().sum(1), best_cost)
         return out.detach()
 

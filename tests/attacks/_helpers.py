@@ -48,3 +48,15 @@ def affine_nearest_boundary(
     distance = (margin / size).scatter(1, y[:, None], torch.inf)
     nearest = distance.argmin(1, keepdim=True)
     return tuple(t.gather(1, nearest).squeeze(1) for t in (distance, margin, size))
+
+
+class Counting(nn.Module):
+    """``model``, counting the images it is shown (an attack's query count)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.images = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        return self.model(x)

@@ -9,23 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkit.attacks import PGD, SPSA
-from tests.attacks._helpers import Quantized, accuracy
+from tests.attacks._helpers import Counting, Quantized, accuracy
 
 
 @pytest.fixture(scope="module")
 def linear():
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 4)).eval()
-
-
-class Counting(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.images = model, 0
-
-    def forward(self, x):
-        self.images += x.shape[0]
-        return self.model(x)
 
 
 def _margin_gradient(model, x, y):

@@ -9,7 +9,7 @@ from torch import nn
 
 from advkit.attacks import PGD, Square
 from advkit.attacks.square import square_fraction
-from tests.attacks._helpers import Quantized, accuracy
+from tests.attacks._helpers import Counting, Quantized, accuracy
 
 
 def test_square_fraction_halves_on_the_papers_schedule():
@@ -37,16 +37,6 @@ def test_margin_and_loss():
 def linear():
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(300, 4)).eval()
-
-
-class Counting(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.images = model, 0
-
-    def forward(self, x):
-        self.images += x.shape[0]
-        return self.model(x)
 
 
 def test_square_contract_and_query_budget(linear):
