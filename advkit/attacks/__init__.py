@@ -11,6 +11,7 @@ from advkit.attacks.dim import DIM
 from advkit.attacks.ead import EAD
 from advkit.attacks.fab import FAB, FABT
 from advkit.attacks.fgsm import FGSM
+from advkit.attacks.hopskipjump import HopSkipJump
 from advkit.attacks.mifgsm import MIFGSM
 from advkit.attacks.multiattack import MultiAttack
 from advkit.attacks.nifgsm import NIFGSM
@@ -35,4 +36,4 @@ __all__ += ["least_likely_targets", "random_targets", "shifted_targets"]
 __all__ += ["DIM", "MIFGSM", "TIDIM", "TIFGSM", "TIMIFGSM", "DenoiseThenAttack", "Pasadena"]
 __all__ += ["NIFGSM", "SINIFGSM", "VMIFGSM", "VNIFGSM"]
 __all__ += ["create_attack", "describe_attack", "get_attack", "list_attacks", "register_attack"]
-__all__ += ["MultiAttack"]
+__all__ += ["MultiAttack", "HopSkipJump"]

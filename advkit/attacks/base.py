@@ -56,6 +56,11 @@ class DeviceGenerators:
             self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[device]
 
+    def reseed(self, seed: int) -> None:
+        """Start over from ``seed`` on every device (the next draws are those of a fresh instance)."""
+        self.seed = seed
+        self._generators.clear()
+
 
 def check_images(images: torch.Tensor) -> None:
     """A float (B, C, H, W) tensor with values in [0, 1]; else a `ValueError` naming what is wrong."""
@@ -170,6 +175,22 @@ class Attack(nn.Module):
                 grad_sum, loss_sum, logits_sum = grad_sum + grad, loss_sum + loss.detach(), logits_sum + logits.detach()
         n = self.eot_samples
         return grad_sum / n, loss_sum / n, logits_sum / n  # type: ignore[operator]
+
+    def reseed(self, seed: int) -> None:
+        """Restart every random stream the attack and its sub-modules draw from (random starts,
+        input diversity, variance samples, black-box proposals) from ``seed``.
+
+        An attack's generators advance with each call, so its output depends on how many calls came
+        before; a caller that needs a call's result to depend only on its own inputs (gen-adv's
+        resumable batches) reseeds before it. The ``seed`` recorded in `config` stays the
+        constructor's.
+        """
+        for module in self.modules():
+            for value in vars(module).values():
+                if isinstance(value, torch.Generator):
+                    value.manual_seed(seed)
+                elif isinstance(value, DeviceGenerators):
+                    value.reseed(seed)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,10 @@ Rows are image-major: row ``m · E + e`` holds image ``m`` of the selection at r
 mixes images and radii (the attacks take a per-sample eps). Each row's random start is drawn from
 a generator seeded by (seed, row), so a row's content does not depend on which process, shard or
 resumed run computes it; batch boundaries are fixed multiples of ``batch_size`` so a resumed run
-repeats exactly the computation an uninterrupted one would have done.
+repeats exactly the computation an uninterrupted one would have done. Attacks that also draw per
+batch (DIM's transforms, VT's samples, Square's and SPSA's proposals, later restarts) are reseeded
+from (seed, first row of the batch) before each batch, so a resumed run repeats those draws too
+(their rows then depend on the batch size and shard split, which the store's config records).
 
 The store is written as ``OUT.partial`` and renamed to ``OUT`` when every row is done, so ``OUT``
 only ever names a complete store; a killed run leaves ``OUT.partial`` for ``--resume``.
@@ -13,6 +16,7 @@ only ever names a complete store; a killed run leaves ``OUT.partial`` for ``--re
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 
 from advkit.attacks.base import Attack
+from advkit.attacks.registry import attack_parameters, get_attack, list_attacks, parse_attack_options
 from advkit.data.store import PairStore, PairStoreWriter, quantize_delta, reconstruct_adv
 from advkit.errors import OutputExistsError, StoreFormatError, UsageError
 
@@ -85,6 +90,83 @@ def row_generator_seed(seed: int, row: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
+def batch_generator_seed(seed: int, first_row: int) -> int:
+    """A 63-bit seed for an attack's own draws in the batch starting at global row ``first_row``
+    (a stream apart from the rows' random starts)."""
+    digest = hashlib.blake2b(f"batch:{seed}:{first_row}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+# gen-adv names that are a registered attack with some options fixed.
+GENERATION_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {"apgd-dlr": ("apgd", {"loss": "dlr"})}
+
+
+def generation_attacks() -> list[str]:
+    """The attacks gen-adv runs: every registered L∞-ball attack (not the minimum-norm ones, whose
+    output is not bounded by the row's radius), the aliases (``apgd-dlr``) and ``noise``."""
+    bounded = [name for name in list_attacks(norm="linf") if not get_attack(name).minimum_norm]
+    return sorted([*bounded, *GENERATION_ALIASES, "noise"])
+
+
+def build_generation_attack(
+    name: str,
+    model: torch.nn.Module | None,
+    *,
+    steps: int | None = None,
+    rel_step: float | None = None,
+    early_stop: bool | None = None,
+    seed: int = 0,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    options: Sequence[str] = (),
+) -> Attack:
+    """The attack gen-adv runs as ``name`` (see `generation_attacks`), with its own defaults where
+    an argument is None.
+
+    Args:
+        steps: iterations (the number of queries for ``square``); None: the attack's default
+            (PGD 40, APGD 100, the MI-FGSM family 10, SPSA 100, Square 5000 queries).
+        rel_step: PGD's step as a fraction of eps (PGD only).
+        early_stop: stop attacking images once misclassified (attacks that have the option).
+        seed: the attack's own generators (gen-adv reseeds them per batch, see `generate_pairs`).
+        options: ``KEY=VALUE`` settings of the attack's constructor (`parse_attack_options`).
+
+    `UsageError` for an unknown name, a flag the attack does not take, or a bad option value.
+    """
+    if name not in generation_attacks():
+        raise UsageError(f"unknown attack {name!r} for gen-adv; use one of: {', '.join(generation_attacks())}")
+    registered, fixed = GENERATION_ALIASES.get(name, (name, {}))
+    params = attack_parameters(registered)
+    kwargs: dict[str, Any] = dict(fixed)
+    flags = {"steps": steps, "rel_step": rel_step, "early_stop": early_stop}
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        key = "queries" if flag == "steps" and "steps" not in params and "queries" in params else flag
+        if key not in params:
+            raise UsageError(f"--{flag.replace('_', '-')} does not apply to {name}")
+        kwargs[key] = value
+    if "seed" in params:
+        kwargs["seed"] = seed
+    for key, value in parse_attack_options(registered, list(options)).items():
+        if key in fixed:
+            raise UsageError(f"{name} fixes {key}={fixed[key]!r}; use --attack {registered} to choose it")
+        if key in kwargs and key != "seed":
+            raise UsageError(f"{key} is set twice (by a flag and by --attack-option)")
+        kwargs[key] = value
+    if registered != "noise" and model is None:
+        raise UsageError(f"--attack {name} needs --model")
+    try:
+        return get_attack(registered)(model, precision=precision, channels_last=channels_last, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{name}: {exc}") from None
+
+
+def takes_init(attack: Attack) -> bool:
+    """Whether ``attack.forward`` takes the rows' random starts as ``init``."""
+    return "init" in inspect.signature(attack.forward).parameters
+
+
 def row_noise(seed: int, rows: np.ndarray, shape: tuple[int, ...], kind: str) -> torch.Tensor:
     """(len(rows), *shape) float32: U(−1, 1) (``uniform``) or N(0, 1) (``normal``) per row."""
     out = torch.empty((len(rows), *shape), dtype=torch.float32)
@@ -133,7 +215,8 @@ def generate_pairs(
     Args:
         source: an `advkit.data.sources.ImageSource` (``load``, ``labels``, ``describe``).
         indices: (M,) source indices to attack, in row order.
-        attack: an `Attack`; called as ``attack(images, labels, eps=per_row_eps, init=noise)``.
+        attack: an `Attack`; called as ``attack(images, labels, eps=per_row_eps, init=noise)`` (without
+            ``init`` where its ``forward`` takes none), after `Attack.reseed` with the batch's seed.
         eps: the E radii (or noise sigmas); each image gets E rows.
         model: the classifier whose predictions are stored (``pred_clean``/``pred_adv``), computed in
             strict fp32 on the stored images; None stores −1.
@@ -216,6 +299,7 @@ def generate_pairs(
         if on_progress:
             on_progress(int(done.sum()), rows)
         noise_kind = "normal" if attack.name == "noise" else "uniform"
+        with_init = takes_init(attack)
         for start in range(0, rows, batch_size):
             stop = min(start + batch_size, rows)
             if done[start:stop].all():
@@ -228,7 +312,7 @@ def generate_pairs(
             src_idx = shard_indices[pos]
             labels = labels_all[src_idx]
             clean = torch.from_numpy(images_u8).to(device).permute(0, 3, 1, 2).float().div(255)
-            noise = row_noise(seed, row_offset + local, tuple(clean.shape[1:]), noise_kind)
+            noise = row_noise(seed, row_offset + local, tuple(clean.shape[1:]), noise_kind) if with_init else None
             eps_t = torch.from_numpy(eps_rows).to(device)
 
             pred_clean = _predict(model, clean)
@@ -237,7 +321,11 @@ def generate_pairs(
                 if pred_clean is None:
                     pred_clean = _predict(attack.model, clean)
                 attack_labels = torch.where(attack_labels < 0, torch.as_tensor(pred_clean, device=device), attack_labels)
-            adv = attack(clean, attack_labels, eps=eps_t, init=noise)
+            attack.reseed(batch_generator_seed(seed, row_offset + start))
+            if with_init:
+                adv = attack(clean, attack_labels, eps=eps_t, init=noise)
+            else:
+                adv = attack(clean, attack_labels, eps=eps_t)
             delta = quantize_delta((adv - clean).permute(0, 2, 3, 1).float().cpu(), eps_t.cpu() if bounded else None)
             stored_adv = reconstruct_adv(images_u8, delta.numpy()).to(device)
             pred_adv = _predict(model, stored_adv)

@@ -88,5 +88,10 @@ class MultiAttack(Attack):
             self.history.append((self.label(attack), robust()))
         return out
 
+    def reseed(self, seed: int) -> None:
+        super().reseed(seed)
+        for attack in self.attacks:  # (a plain list, so `modules()` does not reach them)
+            attack.reseed(seed)
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "attacks": [a.config() for a in self.attacks]}

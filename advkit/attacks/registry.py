@@ -54,9 +54,65 @@ def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:
     return get_attack(name)(model, **kwargs)
 
 
+# Constructor keywords set by the caller, not by ``--attack-option``.
+_RESERVED_PARAMETERS = frozenset({"self", "model", "eps", "precision", "channels_last"})
+
+
+def attack_parameters(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of attack ``name``'s constructor that options may set (its own ones,
+    e.g. PGD's ``steps``, ``rel_step``, ``seed``; not ``model``, ``eps`` or the base class's)."""
+    params = inspect.signature(get_attack(name).__init__).parameters
+    return {
+        key: p
+        for key, p in params.items()
+        if key not in _RESERVED_PARAMETERS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def parse_attack_options(name: str, options: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["decay=0.5", "steps=20"]`` → ``{"decay": 0.5, "steps": 20}``, each value read as the type
+    of the parameter's annotation (int, float — fractions such as ``2/255`` allowed —, bool, str);
+    `UsageError` for a malformed option, a parameter attack ``name`` lacks, or a bad value."""
+    from advkit.errors import UsageError
+    from advkit.utils import parse_float_list
+
+    params = attack_parameters(name)
+    out: dict[str, Any] = {}
+    for option in options:
+        key, sep, text = option.partition("=")
+        key, text = key.strip().replace("-", "_"), text.strip()
+        if not sep or not key or not text:
+            raise UsageError(f"attack option {option!r} must look like KEY=VALUE (e.g. decay=0.5)")
+        if key not in params:
+            raise UsageError(f"{name} has no option {key!r}; it takes: {', '.join(params) or 'none'}")
+        if key in out:
+            raise UsageError(f"attack option {key!r} given twice")
+        annotation = str(params[key].annotation)
+        if text.lower() == "none" and "None" in annotation:
+            out[key] = None
+        elif "bool" in annotation:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise UsageError(f"{name} option {key} takes true or false, got {text!r}")
+            out[key] = text.lower() in ("true", "1", "yes")
+        elif "float" in annotation:
+            values = parse_float_list(text, f"{name} option {key}")
+            if len(values) != 1:
+                raise UsageError(f"{name} option {key} takes one number, got {text!r}")
+            out[key] = values[0]
+        elif "int" in annotation:
+            try:
+                out[key] = int(text)
+            except ValueError:
+                raise UsageError(f"{name} option {key} takes an integer, got {text!r}") from None
+        else:
+            out[key] = text
+    return out
+
+
 def describe_attack(name: str) -> dict[str, Any]:
     """What ``advkit attacks`` shows: class, norms, targeted and EOT support, black box or
-    minimum-norm, default radius, and the first paragraph of the class's docstring."""
+    minimum-norm, default radius, the options with their defaults (`attack_parameters`), and the
+    first paragraph of the class's docstring."""
     cls = get_attack(name)
     params = inspect.signature(cls.__init__).parameters
     eps = params.get("eps")
@@ -70,5 +126,9 @@ def describe_attack(name: str) -> dict[str, Any]:
         "black_box": cls.black_box,
         "minimum_norm": cls.minimum_norm,
         "default_eps": eps.default if eps is not None and isinstance(eps.default, float) else None,
+        "options": {
+            key: (None if p.default is inspect.Parameter.empty else p.default)
+            for key, p in attack_parameters(name).items()
+        },
         "summary": " ".join(first_paragraph.replace("``", "").replace("`", "").split()),
     }

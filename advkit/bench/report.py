@@ -21,6 +21,12 @@ def _step_text(cfg: dict[str, Any]) -> str:
     return f"eps/{1 / rel:.3g}"
 
 
+def _black_box_attacks() -> tuple[str, ...]:
+    from advkit.bench.robustness import BLACK_BOX_ATTACKS  # lazily: it imports torch
+
+    return BLACK_BOX_ATTACKS
+
+
 def adaptive_attack_label(cfg: dict[str, Any], steps: int | None = None) -> str:
     """'PGD-40 (step eps/16)' or 'APGD-DLR-40' for the adaptive attack of a report's config
     (``steps`` instead of the configured count: the sanity check's)."""
@@ -35,6 +41,8 @@ def adaptive_attack_label(cfg: dict[str, Any], steps: int | None = None) -> str:
         return f"Square ({count} queries, black box)"
     if name == "spsa":
         return f"SPSA-{count} (128 directions per step, black box)"
+    if name == "hopskipjump":
+        return f"HopSkipJump-{count} (L∞, top-1 labels only, black box)"
     if name == "autoattack":
         from advkit.bench.robustness import AUTOATTACK_QUERIES_PER_STEP  # lazily: it imports torch
 
@@ -120,7 +128,7 @@ def markdown(report: dict[str, Any]) -> str:
     titles = {
         "oblivious": f"Oblivious: PGD-{cfg['steps']} on the bare classifier, then the defense. Accuracy (%).",
         "adaptive": (f"Adaptive: {adaptive_attack_label(cfg)} through defense ∘ classifier ("
-                     + ("model outputs only" if cfg.get("adaptive_attack") in ("square", "spsa") else  # the black-box ones
+                     + ("model outputs only" if cfg.get("adaptive_attack") in _black_box_attacks() else
                         "exact gradients, or BPDA where a defense is not differentiable: the gradient column "
                         "says which stand-in")
                      + f"). Accuracy (%). Sanity: accuracy under unbounded "

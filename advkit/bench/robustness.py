@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advkit.attacks import APGD, FABT, PGD, SPSA, Attack, AutoAttack, Square
+from advkit.attacks import APGD, FABT, PGD, SPSA, Attack, AutoAttack, HopSkipJump, Square
 from advkit.data.store import PairStore
 from advkit.defenses import DefendedClassifier, evaluate_on_store, store_rows
 
@@ -103,11 +103,13 @@ def clean_images(store: PairStore, rows: np.ndarray) -> tuple[torch.Tensor, torc
 
 # The adaptive bench's attacks: PGD (with the bench's step), Auto-PGD with either loss, FAB-T, the
 # black-box Square Attack (its `steps` are queries) and SPSA (`steps` Adam iterations of 128
-# directions, 256 queries each), the whole AutoAttack ensemble, or AutoAttack's version for
-# randomized defenses (APGD-CE and APGD-DLR with EOT).
-ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "fab-t", "square", "spsa", "autoattack", "autoattack-rand")
+# directions, 256 queries each), the decision-based HopSkipJump (L∞, top-1 labels only; `steps`
+# iterations), the whole AutoAttack ensemble, or AutoAttack's version for randomized defenses
+# (APGD-CE and APGD-DLR with EOT).
+ADAPTIVE_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "fab-t", "square", "spsa", "hopskipjump", "autoattack",
+                    "autoattack-rand")
 # The attacks that read the model's outputs only (no gradient, exact or stand-in, plays a part).
-BLACK_BOX_ATTACKS = ("square", "spsa")
+BLACK_BOX_ATTACKS = ("square", "spsa", "hopskipjump")
 # The attacks whose gradients can average EOT draws (AutoAttack's: its APGD stages).
 EOT_ATTACKS = ("pgd", "apgd-ce", "apgd-dlr", "autoattack", "autoattack-rand")
 # AutoAttack's standard budget is 100 APGD/FAB iterations and 5000 Square queries: Square gets this
@@ -137,6 +139,8 @@ def adaptive_attack(name: str, pipeline: nn.Module, eps: float, *, steps: int, r
         return Square(pipeline, eps=eps, queries=steps, seed=seed)
     if name == "spsa":
         return SPSA(pipeline, eps=eps, steps=steps, seed=seed)
+    if name == "hopskipjump":
+        return HopSkipJump(pipeline, norm="linf", eps=eps, steps=steps, seed=seed)
     if name == "autoattack":
         return AutoAttack(pipeline, eps=eps, steps=steps, queries=AUTOATTACK_QUERIES_PER_STEP * steps, seed=seed,
                           eot_samples=eot_samples)

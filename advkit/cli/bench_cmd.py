@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         adaptive_attack: Annotated[str, typer.Option(
             "--adaptive-attack",
             help="Attack through the pipeline: pgd, apgd-ce, apgd-dlr, fab-t, square (steps = queries), spsa "
-                 "(black box: steps of 128 directions, 256 queries each), "
+                 "(black box: steps of 128 directions, 256 queries each), hopskipjump (labels only, L∞), "
                  "autoattack (steps for APGD/FAB, 50× as many Square queries) or autoattack-rand (APGD-CE and "
                  "APGD-DLR with EOT, for randomized defenses).")] = "pgd",
         adaptive_eot: Annotated[

@@ -10,9 +10,6 @@ import typer
 from advkit.cli._common import DeviceOption, JsonOption, SeedOption, device_of, emit, get_options, progress_bar
 
 
-GEN_ADV_ATTACKS = ("pgd", "apgd", "apgd-dlr", "fgsm", "noise")
-
-
 def register(app: typer.Typer) -> None:
     @app.command("gen-adv")
     def gen_adv(
@@ -24,7 +21,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         weights: Annotated[Path | None, typer.Option("--weights", help="Weights file for --model.")] = None,
         attack: Annotated[
-            str, typer.Option("--attack", help="pgd, apgd (APGD-CE), apgd-dlr, fgsm or noise.")
+            str,
+            typer.Option("--attack", help="pgd (default), fgsm, apgd, apgd-dlr, mifgsm, dim, tidim, square, "
+                         "autoattack, ... (any L∞ attack of `advkit attacks --norm linf` but the minimum-norm "
+                         "ones) or noise."),
         ] = "pgd",
         eps: Annotated[str | None, typer.Option("--eps", help="Comma-separated L∞ radii in (0, 1].")] = None,
         eps_grid: Annotated[
@@ -33,13 +33,25 @@ def register(app: typer.Typer) -> None:
         sigma: Annotated[
             str, typer.Option("--sigma", help="Noise std(s) for --attack noise, comma-separated.")
         ] = "0.1",
-        steps: Annotated[int, typer.Option("--steps", help="PGD / APGD iterations.")] = 40,
+        steps: Annotated[
+            int | None,
+            typer.Option("--steps", help="Iterations (Square: queries); default the attack's own (PGD 40, "
+                         "APGD 100, MI-FGSM family 10)."),
+        ] = None,
         rel_step: Annotated[
-            float, typer.Option("--rel-step", help="PGD step as a fraction of eps (APGD sets its own).")
-        ] = 1 / 30,
+            float | None, typer.Option("--rel-step", help="PGD's step as a fraction of eps (default 1/30).")
+        ] = None,
         early_stop: Annotated[
-            bool, typer.Option("--early-stop", help="Stop attacking images once misclassified.")
-        ] = False,
+            bool | None,
+            typer.Option("--early-stop/--no-early-stop",
+                         help="Stop attacking images once misclassified (default: the attack's own; PGD off)."),
+        ] = None,
+        attack_option: Annotated[
+            list[str] | None,
+            typer.Option("--attack-option", "-O",
+                         help="KEY=VALUE for the attack's constructor, e.g. -O decay=0.5 (repeatable; "
+                         "`advkit attacks --json` lists each attack's)."),
+        ] = None,
         precision: Annotated[str, typer.Option("--precision", help="fp32, tf32, bf16 or auto.")] = "fp32",
         channels_last: Annotated[bool, typer.Option("--channels-last", help="channels_last model input.")] = False,
         per_class: Annotated[int | None, typer.Option("--per-class", help="First N images of each class.")] = None,
@@ -63,8 +75,14 @@ def register(app: typer.Typer) -> None:
         which `--resume` with the same arguments finishes, giving the same arrays as an
         uninterrupted run.
         """
-        from advkit.attacks import APGD, FGSM, PGD, GaussianNoise
-        from advkit.attacks.generate import check_eps, generate_pairs, parse_radii, parse_shard
+        from advkit.attacks.generate import (
+            build_generation_attack,
+            check_eps,
+            generate_pairs,
+            generation_attacks,
+            parse_radii,
+            parse_shard,
+        )
         from advkit.data.sources import open_source, resolve_classes, select_indices
         from advkit.data.store import check_store_name
         from advkit.errors import UsageError
@@ -75,8 +93,8 @@ def register(app: typer.Typer) -> None:
         opts = get_options(ctx, device=device, seed=seed, json=json_out)
         dev = device_of(opts)
         attack_name = attack.lower()
-        if attack_name not in GEN_ADV_ATTACKS:
-            raise UsageError(f"unknown attack {attack!r}; use {', '.join(GEN_ADV_ATTACKS)}")
+        if attack_name not in generation_attacks():
+            raise UsageError(f"unknown attack {attack!r}; use one of: {', '.join(generation_attacks())}")
         if resume and overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
         check_store_name(out)
@@ -87,7 +105,7 @@ def register(app: typer.Typer) -> None:
             if model is None:
                 raise UsageError(f"--attack {attack_name} needs --model")
         check_precision(precision)
-        if steps < 1:
+        if steps is not None and steps < 1:
             raise UsageError(f"--steps must be >= 1, got {steps}")
         shard_t = parse_shard(shard)
         size = _parse_size(image_size)
@@ -105,16 +123,10 @@ def register(app: typer.Typer) -> None:
                 classifier = classifier.to(memory_format=__import__("torch").channels_last)
         prec = resolve_precision(precision, dev)
         seed_everything(opts.seed)
-        if attack_name == "pgd":
-            atk = PGD(classifier, steps=steps, rel_step=rel_step, early_stop=early_stop, seed=opts.seed,
-                      precision=prec, channels_last=channels_last)
-        elif attack_name.startswith("apgd"):
-            atk = APGD(classifier, steps=steps, loss="dlr" if attack_name == "apgd-dlr" else "ce",
-                       early_stop=early_stop, seed=opts.seed, precision=prec, channels_last=channels_last)
-        elif attack_name == "fgsm":
-            atk = FGSM(classifier, precision=prec, channels_last=channels_last)
-        else:
-            atk = GaussianNoise(classifier, sigma=radii[0], seed=opts.seed)
+        atk = build_generation_attack(
+            attack_name, classifier, steps=steps, rel_step=rel_step, early_stop=early_stop, seed=opts.seed,
+            precision=prec, channels_last=channels_last, options=attack_option or (),
+        )
         with progress_bar(opts, f"gen-adv {attack_name}", unit="img") as on_progress:
             result = generate_pairs(
                 source=source,

@@ -11,15 +11,15 @@ from torch import nn
 
 import advkit.attacks as attacks
 from advkit.attacks import Attack, DenoiseThenAttack, MultiAttack, create_attack, describe_attack, get_attack, list_attacks
-from advkit.attacks.registry import register_attack
-from advkit.errors import UnknownNameError
+from advkit.attacks.registry import parse_attack_options, register_attack
+from advkit.errors import UnknownNameError, UsageError
 
 # Small budgets so every attack runs in a moment on the tiny model; the rest are each class's defaults.
 QUICK = {
     "apgd": {"steps": 5}, "apgd-t": {"steps": 5, "n_targets": 2}, "autoattack": {"steps": 3, "queries": 20},
     "cw": {"steps": 10}, "ead": {"steps": 10, "binary_search_steps": 2}, "deepfool": {"steps": 5}, "fab": {"steps": 5}, "fab-t": {"steps": 5, "n_targets": 2},
     "pgd": {"steps": 5}, "pgd_l2": {"steps": 5}, "spsa": {"steps": 3, "samples": 8}, "square": {"queries": 20},
-    "vmifgsm": {"samples": 2}, "vnifgsm": {"samples": 2}, "sinifgsm": {"scales": 2},
+    "vmifgsm": {"samples": 2}, "hopskipjump": {"steps": 2, "init_evals": 10, "max_evals": 20}, "vnifgsm": {"samples": 2}, "sinifgsm": {"scales": 2},
 }
 
 
@@ -32,9 +32,9 @@ def test_every_attack_class_is_registered_under_its_name():
 
 
 def test_filters_and_errors():
-    assert set(list_attacks(norm="l2")) == {"cw", "deepfool", "pgd_l2"}
+    assert set(list_attacks(norm="l2")) == {"cw", "deepfool", "hopskipjump", "pgd_l2"}
     assert list_attacks(norm="l1") == ["ead"]
-    assert set(list_attacks(black_box=True)) == {"spsa", "square"}
+    assert set(list_attacks(black_box=True)) == {"hopskipjump", "spsa", "square"}
     assert list_attacks("*fgsm") == ["fgsm", "mifgsm", "nifgsm", "sinifgsm", "tifgsm", "timifgsm", "vmifgsm",
                                      "vnifgsm"]
     with pytest.raises(UnknownNameError, match="unknown attack 'bim'; known attacks: apgd, apgd-t"):
@@ -43,9 +43,20 @@ def test_filters_and_errors():
         register_attack(nn.Linear)  # type: ignore[type-var]
 
 
+def test_parse_attack_options():
+    opts = parse_attack_options("pgd", ["steps=20", "rel_step=1/10", "random-start=false", "step=none"])
+    assert opts == {"steps": 20, "rel_step": pytest.approx(0.1), "random_start": False, "step": None}
+    assert parse_attack_options("apgd", ["loss=dlr", "seed=3"]) == {"loss": "dlr", "seed": 3}
+    for bad, needle in [(["eps=0.1"], "no option 'eps'"), (["steps=2.5"], "integer"), (["decay=1,2"], "one number"),
+                        (["steps"], "KEY=VALUE"), (["steps=1", "steps=2"], "twice"), (["random_start=maybe"], "true or false")]:
+        with pytest.raises(UsageError, match=needle):
+            parse_attack_options("mifgsm" if bad == ["decay=1,2"] else "pgd", bad)
+
+
 def test_describe():
     d = describe_attack("pgd")
     json.dumps(d)
+    assert d["options"]["steps"] == 40 and d["options"]["rel_step"] == pytest.approx(1 / 30) and "model" not in d["options"]
     assert d["class"] == "advkit.attacks.pgd.PGD" and d["norms"] == ["linf"] and d["default_eps"] == pytest.approx(8 / 255)
     assert d["targeted"] and d["eot"] and not d["black_box"] and d["summary"].startswith("L∞ PGD")
     assert describe_attack("autoattack")["eot"]  # through its APGD stages
@@ -62,7 +73,11 @@ def test_uniform_contract(tiny, name):
         y = tiny(x).argmax(1)
     attack = create_attack(name, tiny, **QUICK.get(name, {}))
     assert attack.config()["name"] == name
+    attack.reseed(7)
     adv = attack(x, y)
+    attack(x, y)  # advances whatever generators the attack holds
+    attack.reseed(7)
+    assert torch.equal(attack(x, y), adv), "reseed must restart every random stream the attack draws from"
     assert adv.shape == x.shape and adv.dtype == torch.float32 and adv.min() >= 0 and adv.max() <= 1
     eps = describe_attack(name)["default_eps"]
     if eps is not None:

@@ -356,7 +356,9 @@ def test_adaptive_square_attacks_a_defense_without_its_gradient(cifar_first_100,
 
 
 @pytest.mark.parametrize(("attack", "steps", "label"), [("square", "5", "Square (5 queries, black box)"),
-                                                      ("spsa", "2", "SPSA-2 (128 directions per step, black box)")])
+                                                      ("spsa", "2", "SPSA-2 (128 directions per step, black box)"),
+                                                      ("hopskipjump", "3",
+                                                       "HopSkipJump-3 (L∞, top-1 labels only, black box)")])
 def test_bench_black_box_attacks_report_no_gradient(cifar_test_npz, weights_dir, tmp_path, attack, steps, label):
     args = ["--model", "resnet20", "--n", "10", "--eps", "3e-2", "--mode", "adaptive", "--defense", "bitdepth",
             "--adaptive-attack", attack, "--adaptive-steps", steps, "--sanity-n", "2", "--sanity-steps", steps,

@@ -149,6 +149,53 @@ def test_shards_merge_to_the_unsharded_store(tmp_path, cifar_test_npz, weights_d
         assert np.array_equal(a.field("pred_adv"), b.field("pred_adv"))
 
 
+def test_any_linf_attack_with_its_draws_resumed_exactly(tmp_path, cifar_test_npz, weights_dir, monkeypatch):
+    """DIM draws a transform every step from its own generator; gen-adv reseeds it per batch, so a run
+    interrupted after its first batch resumes to the arrays of an uninterrupted one."""
+    from advkit.data.store import PairStoreWriter
+
+    common = ["gen-adv", "--data", str(cifar_test_npz), "--model", "resnet20", "--attack", "dim", "--eps",
+              "2e-3,3e-2", "--per-class", "1", "--steps", "3", "-O", "diversity_prob=1", "--batch-size", "6"]
+    ref, out = tmp_path / "ref.h5", tmp_path / "out.h5"
+    r = run(*common, "--out", str(ref))
+    assert r.exit_code == 0, r.output
+    write_rows = PairStoreWriter.write_rows
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write_rows(self, *args, **kwargs)
+
+    monkeypatch.setattr(PairStoreWriter, "write_rows", interrupted)
+    assert run(*common, "--out", str(out)).exit_code != 0
+    monkeypatch.setattr(PairStoreWriter, "write_rows", write_rows)
+    assert not out.exists()
+    r = run(*common, "--out", str(out), "--resume")
+    assert r.exit_code == 0, r.output
+    with PairStore(ref) as a, PairStore(out) as b:
+        assert np.array_equal(a.raw(slice(None))[1], b.raw(slice(None))[1])
+        assert np.array_equal(a.field("pred_adv"), b.field("pred_adv"))
+        assert b.info.attack["name"] == "dim" and b.info.attack["steps"] == 3
+        assert b.info.attack["diversity_prob"] == 1.0
+        clean, adv = b.images(slice(None))
+        assert torch.all((adv - clean).abs().amax((1, 2, 3)) <= torch.from_numpy(b.field("eps")) + 1e-6)
+        acc = {round(row["eps"], 6): row["acc_adv"] for row in b.summary()["per_eps"]}
+        assert acc[0.03] < acc[0.002]
+
+
+def test_black_box_square_takes_steps_as_queries(tmp_path, cifar_test_npz, weights_dir):
+    out = tmp_path / "square.h5"
+    r = run("gen-adv", "--data", str(cifar_test_npz), "--model", "resnet20", "--attack", "square", "--eps", "3e-2",
+            "--limit", "4", "--steps", "30", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    with PairStore(out) as s:
+        assert s.info.attack["name"] == "square" and s.info.attack["queries"] == 30
+        clean, adv = s.images(slice(None))
+        assert 0 < (adv - clean).abs().amax().item() <= 3e-2 + 1e-6
+
+
 def test_noise_pairs_without_a_model(tmp_path, cifar_test_npz):
     out = tmp_path / "noise.h5"
     r = run("gen-adv", "--data", str(cifar_test_npz), "--attack", "noise", "--sigma", "0.1", "--limit", "8",
@@ -178,6 +225,12 @@ def _assert_one_line_error(result, *needles):
         (["--eps-grid", "nope"], "unknown --eps-grid"),
         (["--eps", "1e-3", "--shard", "3/2"], "--shard"),
         (["--eps", "1e-3", "--attack", "cw"], "unknown attack"),
+        (["--eps", "1e-3", "--attack", "mifgsm", "-O", "momentum=1"], "mifgsm has no option 'momentum'"),
+        (["--eps", "1e-3", "--attack", "mifgsm", "-O", "decay"], "KEY=VALUE"),
+        (["--eps", "1e-3", "--attack", "mifgsm", "-O", "decay=-1"], "decay must be >= 0"),
+        (["--eps", "1e-3", "--attack", "mifgsm", "--rel-step", "0.1"], "--rel-step does not apply to mifgsm"),
+        (["--eps", "1e-3", "--attack", "fgsm", "--steps", "3"], "--steps does not apply to fgsm"),
+        (["--eps", "1e-3", "--attack", "apgd-dlr", "-O", "loss=ce"], "use --attack apgd"),
         (["--eps", "1e-3", "--model", "resnet21"], "unknown model"),
     ],
 )
