@@ -131,15 +131,17 @@ class HopSkipJump(Attack):
         n = x0.shape[0]
         low = torch.zeros(n, device=x0.device)
         high = torch.ones(n, device=x0.device) if norm == "l2" else (x - x0).flatten(1).abs().amax(1)
-        while True:
-            todo = ((high - low) > threshold).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
+        # θ may lie below float32's resolution at the bound (L∞ on large images: d⁻²·dist), so an
+        # interval that halving no longer shrinks is done too.
+        todo = ((high - low) > threshold).nonzero().squeeze(1)
+        while todo.numel():
             mid = (high[todo] + low[todo]) / 2
             hit = self.adversarial(self.blend(x0[todo], x[todo], mid, norm), labels[todo])
             queries[rows[todo]] += 1
+            moved = (mid < high[todo]) & (mid > low[todo])
             high[todo] = torch.where(hit, mid, high[todo])
             low[todo] = torch.where(hit, low[todo], mid)
+            todo = todo[moved & ((high[todo] - low[todo]) > threshold[todo])]
         return self.blend(x0, x, high, norm)
 
     def estimate_direction(self, x: torch.Tensor, labels: torch.Tensor, delta: torch.Tensor, evals: int,
