@@ -51,7 +51,7 @@ if [ "$SMOKE" = 1 ]; then
   E2E=(--limit 20 --steps 2 --batch-size 10)
   PAS=(--n 4 --single 2 --batch-size 4)
   ROB=(--n 8 --batch-size 8 --steps 2 --queries 3)
-  MIN=(--n 4 --batch-size 4 --cw-steps 2 --fab-steps 2)
+  MIN=(--n 4 --batch-size 4 --cw-steps 2 --fab-steps 2 --ead-steps 10 --ead-searches 1 --hsj-steps 1)
   BENCH=(--n 20 --eps 1e-3,1e-2 --adaptive-steps 2 --sanity-n 10 --sanity-steps 2 --batch-size 20)
   MODELS=(resnet20)
 else
@@ -60,7 +60,7 @@ else
   E2E=(--batch-size 1024)
   PAS=()
   ROB=(--n 500 --batch-size 250 --steps 50 --queries 500 --peers torchattacks)
-  MIN=(--n 200 --batch-size 200 --peers torchattacks)
+  MIN=(--n 200 --batch-size 200 --peers torchattacks --hsj-steps 5)
   BENCH=(--n 1000 --eps-grid advfilter --adaptive-steps 40 --sanity-n 100 --sanity-steps 50 --batch-size 500)
   MODELS=(resnet20 resnet56)
 fi

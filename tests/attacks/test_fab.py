@@ -114,7 +114,7 @@ def test_fab_matches_torchattacks(resnet20_cifar, targeted_search):
     if not targeted_search:  # one backward per class per step: half the images keep it short
         x, y = x[::2], y[::2]
     x = x.contiguous()  # torchattacks' targeted FAB views the gradient, which needs contiguity
-    eps, steps = 1 / 255, 10
+    eps, steps = 1 / 255, 5  # (10 steps: the same agreement, twice the time)
     ours = (FABT(model, eps=eps, steps=steps) if targeted_search else FAB(model, eps=eps, steps=steps))(x, y)
     with torch.random.fork_rng():
         theirs = torchattacks.FAB(model, eps=eps, steps=steps, multi_targeted=targeted_search, n_classes=10,

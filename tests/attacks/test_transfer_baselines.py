@@ -375,13 +375,14 @@ def _theirs(torchattacks, name, model, eps):
 OURS = {"fgsm": FGSM, "mifgsm": MIFGSM, "dim": DIM, "tifgsm": TIFGSM, "timifgsm": TIMIFGSM, "tidim": TIDIM}
 
 
-# 8/255 is the SPEC setting; MI-FGSM and DIM reach ~100% there on CIFAR, so they are also checked at
-# 2/255 (measured: MI 0.91, DIM 0.87). The TI variants are far from saturation at 8/255 already
-# (TI-FGSM 0.44, TI-MI 0.62, TI-DIM 0.56), so 2/255 would only add run time.
+# 8/255 is the SPEC setting; MI-FGSM and DIM reach ~100% there on CIFAR, so they are checked at
+# 2/255 instead (measured: MI 0.91, DIM 0.87), where a weaker or stronger attack would show; the
+# images agree pixel for pixel with torchattacks' either way. The TI variants are far from
+# saturation at 8/255 already (TI-FGSM 0.44, TI-MI 0.62, TI-DIM 0.56).
 CASES = [
     ("fgsm", 8 / 255), ("fgsm", 2 / 255),
-    ("mifgsm", 8 / 255), ("mifgsm", 2 / 255),
-    ("dim", 8 / 255), ("dim", 2 / 255),
+    ("mifgsm", 2 / 255),
+    ("dim", 2 / 255),
     ("tifgsm", 8 / 255), ("tifgsm", 2 / 255),
     ("timifgsm", 8 / 255),
     ("tidim", 8 / 255),
