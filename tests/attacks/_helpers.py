@@ -1,4 +1,5 @@
-"""Helpers shared by the attack tests: accuracy, and wrappers that break a model's gradient."""
+"""Helpers shared by the attack tests: accuracy, wrappers that break a model's gradient or count its
+queries, and an affine problem whose nearest boundaries are known exactly."""
 
 from __future__ import annotations
 
@@ -48,6 +49,18 @@ def affine_nearest_boundary(
     distance = (margin / size).scatter(1, y[:, None], torch.inf)
     nearest = distance.argmin(1, keepdim=True)
     return tuple(t.gather(1, nearest).squeeze(1) for t in (distance, margin, size))
+
+
+def affine_problem(side: int, n: int, low: float, high: float, classes: int = 4) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A seeded affine classifier Sequential(Flatten, Linear) over 3×side×side images, ``n`` images
+    uniform in [low, high] (kept off the box edges so the exact nearest boundaries apply), and the
+    model's labels for them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * side * side, classes)).eval()
+    torch.manual_seed(1)
+    x = torch.rand(n, 3, side, side) * (high - low) + low
+    with torch.no_grad():
+        return model, x, model(x).argmax(1)
 
 
 class Counting(nn.Module):

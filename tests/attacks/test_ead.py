@@ -5,24 +5,25 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from advkit.attacks import CW, EAD
 from advkit.attacks.ead import shrink
+from tests.attacks._helpers import affine_problem
 
 
 @pytest.fixture(scope="module")
-def affine():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 10 * 10, 4)).eval()
+def problem():
+    return affine_problem(10, 8, 0.2, 0.8)
 
 
 @pytest.fixture(scope="module")
-def batch(affine):
-    torch.manual_seed(1)
-    x = torch.rand(8, 3, 10, 10) * 0.6 + 0.2
-    with torch.no_grad():
-        return x, affine(x).argmax(1)
+def affine(problem):
+    return problem[0]
+
+
+@pytest.fixture(scope="module")
+def batch(problem):
+    return problem[1:]
 
 
 def exact_min_l1(model, x, y):

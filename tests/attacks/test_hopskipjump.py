@@ -8,21 +8,22 @@ import torch
 from torch import nn
 
 from advkit.attacks import HopSkipJump
-from tests.attacks._helpers import Counting, affine_nearest_boundary
+from tests.attacks._helpers import Counting, affine_nearest_boundary, affine_problem
 
 
 @pytest.fixture(scope="module")
-def affine():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
+def problem():
+    return affine_problem(8, 6, 0.3, 0.7)
 
 
 @pytest.fixture(scope="module")
-def batch(affine):
-    torch.manual_seed(1)
-    x = torch.rand(6, 3, 8, 8) * 0.4 + 0.3  # far enough from 0 and 1 that the box does not bind
-    with torch.no_grad():
-        return x, affine(x).argmax(1)
+def affine(problem):
+    return problem[0]
+
+
+@pytest.fixture(scope="module")
+def batch(problem):
+    return problem[1:]
 
 
 class LabelOnly(nn.Module):
@@ -127,8 +128,8 @@ def test_arguments(affine):
 
 @pytest.mark.slow
 def test_as_close_as_arts_hopskipjump_on_cifar(resnet20_cifar):
-    """Same budget (5 iterations, 100·√t probes, 100 start draws) on 4 correctly classified CIFAR-10
-    test images: advkit's median L2 is no worse than ART's (measured: 0.28 vs 0.40; advkit binary-searches
+    """Same budget (4 iterations, 100·√t probes, 100 start draws) on 4 correctly classified CIFAR-10
+    test images: advkit's median L2 is no worse than ART's (measured: 0.36 vs 0.59; advkit binary-searches
     to a finer precision and ends on the boundary, ART ends on its last step)."""
     import numpy as np
     from art.attacks.evasion import HopSkipJump as ArtHopSkipJump
@@ -138,7 +139,7 @@ def test_as_close_as_arts_hopskipjump_on_cifar(resnet20_cifar):
     with torch.no_grad():
         keep = (model(x).argmax(1) == y).nonzero().squeeze(1)[:4]
     x, y = x[keep], y[keep]
-    ours = HopSkipJump(model, steps=5)
+    ours = HopSkipJump(model, steps=4)
     adv = ours(x, y)
     with torch.no_grad():
         assert (model(adv).argmax(1) != y).all()
@@ -146,7 +147,7 @@ def test_as_close_as_arts_hopskipjump_on_cifar(resnet20_cifar):
     clf = PyTorchClassifier(AsFloat32(model), loss=nn.CrossEntropyLoss(), input_shape=(3, 32, 32), nb_classes=10,
                             clip_values=(0.0, 1.0))
     np.random.seed(0)
-    art_adv = ArtHopSkipJump(clf, max_iter=5, max_eval=10_000, init_eval=100, init_size=100, batch_size=256,
+    art_adv = ArtHopSkipJump(clf, max_iter=4, max_eval=10_000, init_eval=100, init_size=100, batch_size=256,
                              verbose=False).generate(x.numpy())
     art_adv = torch.from_numpy(art_adv).float()  # (ART hands back float64)
     theirs = art_adv - x
