@@ -101,6 +101,10 @@ def batch_generator_seed(seed: int, first_row: int) -> int:
 GENERATION_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {"apgd-dlr": ("apgd", {"loss": "dlr"})}
 
 
+# Constructor options gen-adv sets from its own flags.
+GENERATION_FLAGS = {"seed": "--seed", "sigma": "--sigma"}
+
+
 def generation_attacks() -> list[str]:
     """The attacks gen-adv runs: every registered L∞-ball attack (not the minimum-norm ones, whose
     output is not bounded by the row's radius), the aliases (``apgd-dlr``) and ``noise``."""
@@ -151,7 +155,9 @@ def build_generation_attack(
     for key, value in parse_attack_options(registered, list(options)).items():
         if key in fixed:
             raise UsageError(f"{name} fixes {key}={fixed[key]!r}; use --attack {registered} to choose it")
-        if key in kwargs and key != "seed":
+        if key in GENERATION_FLAGS:  # (the per-batch reseed and the per-row radii would override them)
+            raise UsageError(f"set {key} with {GENERATION_FLAGS[key]}, not --attack-option")
+        if key in kwargs:
             raise UsageError(f"{key} is set twice (by a flag and by --attack-option)")
         kwargs[key] = value
     if registered != "noise" and model is None:

@@ -239,6 +239,7 @@ def _assert_one_line_error(result, *needles):
         (["--eps", "1e-3", "--attack", "mifgsm", "--rel-step", "0.1"], "--rel-step does not apply to mifgsm"),
         (["--eps", "1e-3", "--attack", "fgsm", "--steps", "3"], "--steps does not apply to fgsm"),
         (["--eps", "1e-3", "--attack", "apgd-dlr", "-O", "loss=ce"], "use --attack apgd"),
+        (["--eps", "1e-3", "--attack", "dim", "-O", "seed=3"], "set seed with --seed"),
         (["--eps", "1e-3", "--model", "resnet21"], "unknown model"),
     ],
 )
