@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         attack_option: Annotated[
             list[str] | None,
-            typer.Option("--attack-option", "-O",
+            typer.Option("--attack-option", "-O", metavar="KEY=VALUE",
                          help="KEY=VALUE for the attack's constructor, e.g. -O decay=0.5 (repeatable; "
                          "`advkit attacks --json` lists each attack's)."),
         ] = None,
