@@ -42,3 +42,15 @@ def cifar_setup(cifar_first_100, weights_dir):
     with torch.no_grad():
         pred = model(x).argmax(1)
     return model, x, pred
+
+
+@pytest.fixture(scope="module")
+def affine(problem):
+    """The affine classifier of the module's ``problem`` fixture (`_helpers.affine_problem`)."""
+    return problem[0]
+
+
+@pytest.fixture(scope="module")
+def batch(problem):
+    """(images, labels) of the module's ``problem`` fixture."""
+    return problem[1:]

@@ -12,18 +12,8 @@ from tests.attacks._helpers import affine_problem
 
 
 @pytest.fixture(scope="module")
-def problem():
+def problem():  # (conftest's `affine` and `batch` fixtures unpack it)
     return affine_problem(10, 8, 0.2, 0.8)
-
-
-@pytest.fixture(scope="module")
-def affine(problem):
-    return problem[0]
-
-
-@pytest.fixture(scope="module")
-def batch(problem):
-    return problem[1:]
 
 
 def exact_min_l1(model, x, y):

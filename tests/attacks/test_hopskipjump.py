@@ -12,18 +12,8 @@ from tests.attacks._helpers import Counting, affine_nearest_boundary, affine_pro
 
 
 @pytest.fixture(scope="module")
-def problem():
+def problem():  # (conftest's `affine` and `batch` fixtures unpack it)
     return affine_problem(8, 6, 0.3, 0.7)
-
-
-@pytest.fixture(scope="module")
-def affine(problem):
-    return problem[0]
-
-
-@pytest.fixture(scope="module")
-def batch(problem):
-    return problem[1:]
 
 
 class LabelOnly(nn.Module):
