@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -175,6 +176,11 @@ class Attack(nn.Module):
                 grad_sum, loss_sum, logits_sum = grad_sum + grad, loss_sum + loss.detach(), logits_sum + logits.detach()
         n = self.eot_samples
         return grad_sum / n, loss_sum / n, logits_sum / n  # type: ignore[operator]
+
+    def forward_takes(self, keyword: str) -> bool:
+        """Whether ``forward`` takes ``keyword``: ``eps`` (a radius; the minimum-norm attacks take
+        none) or ``init`` (random starts given by the caller, as gen-adv's per-row draws)."""
+        return keyword in inspect.signature(self.forward).parameters
 
     def reseed(self, seed: int) -> None:
         """Restart every random stream the attack and its sub-modules draw from (random starts,

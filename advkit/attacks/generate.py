@@ -16,7 +16,6 @@ only ever names a complete store; a killed run leaves ``OUT.partial`` for ``--re
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -168,11 +167,6 @@ def build_generation_attack(
         raise UsageError(f"{name}: {exc}") from None
 
 
-def takes_init(attack: Attack) -> bool:
-    """Whether ``attack.forward`` takes the rows' random starts as ``init``."""
-    return "init" in inspect.signature(attack.forward).parameters
-
-
 def row_noise(seed: int, rows: np.ndarray, shape: tuple[int, ...], kind: str) -> torch.Tensor:
     """(len(rows), *shape) float32: U(−1, 1) (``uniform``) or N(0, 1) (``normal``) per row."""
     out = torch.empty((len(rows), *shape), dtype=torch.float32)
@@ -305,7 +299,7 @@ def generate_pairs(
         if on_progress:
             on_progress(int(done.sum()), rows)
         noise_kind = "normal" if attack.name == "noise" else "uniform"
-        with_init = takes_init(attack)
+        with_init = attack.forward_takes("init")
         for start in range(0, rows, batch_size):
             stop = min(start + batch_size, rows)
             if done[start:stop].all():

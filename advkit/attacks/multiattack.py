@@ -3,7 +3,6 @@ and the loop of AutoAttack): robust accuracy is what survives them all."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,11 +10,6 @@ import torch
 from torch import nn
 
 from advkit.attacks.base import Attack, as_eps_tensor
-
-
-def takes_eps(attack: Attack) -> bool:
-    """Whether ``attack``'s forward takes a radius (the minimum-norm attacks do not)."""
-    return "eps" in inspect.signature(attack.forward).parameters
 
 
 class MultiAttack(Attack):
@@ -77,7 +71,7 @@ class MultiAttack(Attack):
             # can), so it draws the same random starts as when it runs alone; later ones see what is left.
             todo = (~fooled if stage else torch.ones_like(fooled)).nonzero().squeeze(1)
             if todo.numel():
-                if eps_t is not None and takes_eps(attack):
+                if eps_t is not None and attack.forward_takes("eps"):
                     adv = attack(x0[todo], labels[todo], eps=eps_t[todo])
                 else:
                     adv = attack(x0[todo], labels[todo])
