@@ -42,9 +42,11 @@ for _depth in (20, 32, 44, 56):
 
 
 def _torchvision_builder(arch: str):
-    import torchvision
-
     def build() -> torch.nn.Module:
+        # imported here, not at registration: torchvision pulls in torch._dynamo (≈3 s), which no
+        # CIFAR model needs
+        import torchvision
+
         kwargs = {"weights": None}
         if arch == "inception_v3":
             # torchvision's pretrained Inception expects transform_input=True and aux logits.
