@@ -77,12 +77,14 @@ def test_autoattack_is_the_worst_case_of_its_attacks(resnet20_cifar):
 
 
 def test_autoattacks_black_box_stage_finds_what_gradients_miss(resnet20_cifar):
-    """8-bit quantized input: zero gradient, so the APGD stages fool nothing and only Square does."""
+    """8-bit quantized input: zero gradient, so the APGD stages fool nothing and only Square does
+    (5 images per class)."""
     model, x, y = resnet20_cifar
+    x, y = x[::2], y[::2]
 
     quantized = Quantized(model).eval()
     attack = AutoAttack(quantized, eps=2 / 255, steps=5, n_targets=1, queries=100)
     attack(x, y)
     robust = dict(attack.history)
-    assert robust["apgd-t"] >= robust["clean"] - 0.02
+    assert robust["apgd-t"] >= robust["clean"] - 0.041, attack.history  # random starts: 2 of 50 images at most
     assert robust["square"] <= robust["apgd-t"] - 0.05, attack.history
