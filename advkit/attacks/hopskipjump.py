@@ -1,4 +1,5 @@
-"""HopSkipJump (Chen, Jordan & Wainwright, IEEE S&P 2020): a decision-based attack, L2 or L∞.
+"""HopSkipJump (Chen, Jordan & Wainwright, IEEE S&P 2020): a decision-based attack, L2 or L∞,
+untargeted or targeted.
 
 It reads only the model's top-1 label. From an adversarial start on the decision boundary it
 alternates three moves, each batched over the images still being attacked:
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, DeviceGenerators, as_eps_tensor, check_counts
+from advkit.attacks.base import Attack, DeviceGenerators, as_eps_tensor, check_counts, check_images
 from advkit.attacks.registry import register_attack
 
 # How many halvings the step-size search makes before it keeps the boundary point (a step of
@@ -31,7 +32,7 @@ MAX_HALVINGS = 30
 
 @register_attack
 class HopSkipJump(Attack):
-    """HopSkipJump, untargeted, L2 or L∞: decision-based (labels only), minimum-norm.
+    """HopSkipJump, L2 or L∞, untargeted or targeted: decision-based (labels only), minimum-norm.
 
     Args:
         model: classifier over [0, 1] images; only its argmax is read.
@@ -47,20 +48,23 @@ class HopSkipJump(Attack):
             smallest adversarial found is returned.
         eval_batch: images per model call when probing (memory bound, not the result).
         seed: seeds the probe and start draws (one generator per device, `DeviceGenerators`).
+        targeted: reach ``labels`` as target classes instead of leaving them.
 
-    ``forward(images, labels=None, eps=None)``: images (B, C, H, W) in [0, 1], labels (B,) true
-    classes (None: the model's predictions). Returns (B, C, H, W) in [0, 1]: each image's final
-    boundary point (adversarial), or the clean image where no start was found or, with eps, where
-    it lies outside. After a call ``norms`` (B,) holds each image's distance in ``norm`` (0 for
-    images misclassified from the start, inf where no adversarial start was found) and ``queries``
-    (B,) the model evaluations each image used.
+    ``forward(images, labels=None, eps=None, starts=None)``: images (B, C, H, W) in [0, 1], labels
+    (B,) true classes (None: the model's predictions), or the target classes when ``targeted``.
+    ``starts`` (B, C, H, W) in [0, 1], optional: a starting image per image, used where it is
+    adversarial (e.g. an image of the target class: uniform noise rarely lands in a given class,
+    so a targeted attack usually needs them); elsewhere noise draws are tried. Returns
+    (B, C, H, W) in [0, 1]: each image's final boundary point (adversarial), or the clean image
+    where no start was found or, with eps, where it lies outside. After a call ``norms`` (B,)
+    holds each image's distance in ``norm`` (0 for images adversarial from the start, inf where
+    no adversarial start was found) and ``queries`` (B,) the model evaluations each image used.
     """
 
     name = "hopskipjump"
     threat_norms = ("l2", "linf")
     black_box = True
     minimum_norm = True
-    supports_targeted = False
     max_eps = math.inf  # an L2 radius may exceed 1
 
     def __init__(
@@ -102,10 +106,12 @@ class HopSkipJump(Attack):
 
     @torch.no_grad()
     def adversarial(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(N,) bool: the model's label of each of ``images`` (N, C, H, W) differs from ``labels``,
-        in calls of at most ``eval_batch`` images."""
-        out = [self.predict(images[i:i + self.eval_batch]) != labels[i:i + self.eval_batch]
-               for i in range(0, images.shape[0], self.eval_batch)]
+        """(N,) bool: the model's label of each of ``images`` (N, C, H, W) differs from ``labels``
+        (targeted: equals it), in calls of at most ``eval_batch`` images."""
+        out = []
+        for i in range(0, images.shape[0], self.eval_batch):
+            hit = self.predict(images[i:i + self.eval_batch]) == labels[i:i + self.eval_batch]
+            out.append(hit if self.targeted else ~hit)
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=images.device)
 
     # -- the three moves -----------------------------------------------------------------------
@@ -195,14 +201,19 @@ class HopSkipJump(Attack):
 
     # -- the attack --------------------------------------------------------------------------------
 
-    def start(self, x0: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor,
-              rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Adversarial starts for ``x0`` (N, C, H, W): uniform-noise images, up to ``init_trials``
-        draws per image, each then binary-searched on its segment to the clean image (precision
-        0.001, as the authors'). Returns (starts, found (N,) bool)."""
+    def start(self, x0: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor, rows: torch.Tensor,
+              given: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adversarial starts for ``x0`` (N, C, H, W): the ``given`` images (N, C, H, W) where they
+        are adversarial, else uniform-noise images, up to ``init_trials`` draws per image; each then
+        binary-searched on its segment to the clean image (precision 0.001, as the authors').
+        Returns (starts, found (N,) bool)."""
         n = x0.shape[0]
         gen = self._generators(x0.device)
         starts, found = x0.clone(), torch.zeros(n, dtype=torch.bool, device=x0.device)
+        if given is not None:
+            found = self.adversarial(given, labels)
+            queries[rows] += 1
+            starts[found] = given[found]
         for _ in range(self.init_trials):
             todo = (~found).nonzero().squeeze(1)
             if todo.numel() == 0:
@@ -223,10 +234,19 @@ class HopSkipJump(Attack):
         return torch.full_like(dist, theta) if self.norm == "l2" else torch.clamp(dist * theta, max=theta)
 
     def forward(
-        self, images: torch.Tensor, labels: torch.Tensor | None = None, eps: float | torch.Tensor | None = None
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, eps: float | torch.Tensor | None = None,
+        starts: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x0, labels = self.prepare_batch(images, labels)
         n = x0.shape[0]
+        if starts is not None:
+            try:
+                check_images(starts)
+            except ValueError as exc:
+                raise ValueError(f"starts: {exc}") from None
+            if starts.shape != x0.shape:
+                raise ValueError(f"starts must have the images' shape {tuple(x0.shape)}, got {tuple(starts.shape)}")
+            starts = starts.detach().to(x0)
         radius = self.eps if eps is None else eps
         eps_flat = (as_eps_tensor(radius, n, x0, self.max_eps).flatten() if radius is not None
                     else torch.full((n,), -1.0, device=x0.device))  # -1: no radius, never done early
@@ -236,8 +256,9 @@ class HopSkipJump(Attack):
         out = x0.clone()
         rows = (~fooled).nonzero().squeeze(1)
         if rows.numel():
-            starts, found = self.start(x0[rows], labels[rows], queries, rows)
-            rows, x = rows[found], starts[found]
+            points, found = self.start(x0[rows], labels[rows], queries, rows,
+                                       None if starts is None else starts[rows])
+            rows, x = rows[found], points[found]
         else:
             x = x0[:0]
         d = x0[0].numel()
