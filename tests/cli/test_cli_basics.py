@@ -71,5 +71,10 @@ def test_cli_lists_attacks():
     assert [a["name"] for a in json.loads(result.stdout)["attacks"]] == ["cw", "deepfool", "hopskipjump", "pgd_l2"]
     table = runner.invoke(app, ["attacks"])
     assert table.exit_code == 0 and "spsa" in table.stdout and "black box" in table.stdout
+    # one line per attack, the summary cut to the terminal's width (80 here)
+    from advkit.attacks import list_attacks
+
+    lines = table.stdout.strip().splitlines()
+    assert len(lines) == len(list_attacks()) + 4 and max(map(len, lines)) <= 80
     bad = runner.invoke(app, ["attacks", "--norm", "l0"])
     assert bad.exit_code != 0 and "unknown --norm 'l0'" in bad.stderr
