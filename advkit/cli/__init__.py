@@ -6,6 +6,7 @@ non-zero; anything else does too, with the traceback only when ``ADVKIT_DEBUG=1`
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import traceback
@@ -35,8 +36,23 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _reflow_help(command: click.Command) -> None:
+    """Join the lines of each paragraph of ``command``'s help (and its sub-commands'): Typer keeps
+    the line breaks of a docstring's later paragraphs, so the help came out broken at the source's
+    line ends; Rich wraps the joined paragraphs to the terminal."""
+    if command.help:
+        paragraphs = inspect.cleandoc(command.help).split("\n\n")
+        command.help = "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+    for sub in getattr(command, "commands", {}).values():
+        _reflow_help(sub)
+
+
 class AdvkitGroup(TyperGroup):
     """Runs the command line and maps every failure to a single ``error:`` line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _reflow_help(self)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):  # noqa: ANN001
         code = 0

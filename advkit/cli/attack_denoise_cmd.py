@@ -59,8 +59,10 @@ def register(app: typer.Typer) -> None:
         seed: SeedOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """Denoise noisy images while fooling the model (Pasadena), or run the baselines, and report
-        success, transfer, PSNR, SSIM, PSNR_L and BRISQUE."""
+        """Pasadena (denoise while fooling the model) or a baseline; reports success and quality.
+
+        Writes the attacked images and prints success, transfer, PSNR, SSIM, PSNR_L and BRISQUE.
+        """
         from advkit.attacks.denoise_experiment import run_attack_denoise
 
         opts = get_options(ctx, device=device, seed=seed, json=json_out)

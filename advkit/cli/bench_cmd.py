@@ -75,8 +75,11 @@ def register(app: typer.Typer) -> None:
         seed: SeedOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        """Accuracy of each defense under oblivious and adaptive PGD over radii (or the Pasadena table),
-        written to OUT as results.json, results.csv, results.md and PNG plots; resumes from OUT."""
+        """Accuracy of each defense under oblivious and adaptive attacks over radii.
+
+        Or the Pasadena table (--suite pasadena). Written to OUT as results.json, results.csv,
+        results.md and PNG plots; resumes from OUT.
+        """
         from advkit.attacks.generate import parse_radii
         from advkit.bench import BenchConfig, run_bench
         from advkit.bench.runner import adv_stores_by_model
