@@ -29,7 +29,7 @@ import torch
 from advkit.attacks.base import Attack
 from advkit.attacks.registry import attack_parameters, get_attack, list_attacks, parse_attack_options
 from advkit.data.store import PairStore, PairStoreWriter, quantize_delta, reconstruct_adv
-from advkit.errors import OutputExistsError, StoreFormatError, UsageError
+from advkit.errors import OutputError, OutputExistsError, StoreFormatError, UsageError
 
 ADVFILTER_EPS_GRID = (1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 5e-3, 1e-2, 3e-2, 5e-2, 1e-1, 3e-1, 5e-1)
 EPS_GRIDS = {"advfilter": ADVFILTER_EPS_GRID}
@@ -111,6 +111,23 @@ def generation_attacks() -> list[str]:
     return sorted([*bounded, *GENERATION_ALIASES, "noise"])
 
 
+def check_generation_attack(name: str) -> None:
+    """`UsageError` unless gen-adv runs ``name``; for a registered attack it cannot run, say why."""
+    if name in generation_attacks():
+        return
+    choices = ", ".join(generation_attacks())
+    if name not in list_attacks():
+        raise UsageError(f"unknown attack {name!r} for gen-adv; use one of: {choices}")
+    spec = get_attack(name)
+    if spec.minimum_norm:
+        why = "it is a minimum-norm attack, whose perturbation no radius bounds"
+    elif spec.threat_norms:
+        why = f"it is an {'/'.join(n.upper() for n in spec.threat_norms)} attack and the store's radii are L∞"
+    else:
+        why = "it does not perturb within an L∞ radius"
+    raise UsageError(f"gen-adv cannot run {name}: {why}; use one of: {choices}")
+
+
 def build_generation_attack(
     name: str,
     model: torch.nn.Module | None,
@@ -136,8 +153,7 @@ def build_generation_attack(
 
     `UsageError` for an unknown name, a flag the attack does not take, or a bad option value.
     """
-    if name not in generation_attacks():
-        raise UsageError(f"unknown attack {name!r} for gen-adv; use one of: {', '.join(generation_attacks())}")
+    check_generation_attack(name)
     registered, fixed = GENERATION_ALIASES.get(name, (name, {}))
     params = attack_parameters(registered)
     kwargs: dict[str, Any] = dict(fixed)
@@ -265,6 +281,10 @@ def generate_pairs(
         class_names = getattr(model, "class_names", None)
 
     partial = partial_path(out)
+    try:  # (as every other command's output, the folder is made if missing)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {partial.parent}: {exc.strerror or exc}") from exc
     if out.exists() and not overwrite:
         if not resume:
             raise OutputExistsError(f"{out} exists; use --resume to check it or --overwrite to replace it")

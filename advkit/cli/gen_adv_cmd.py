@@ -78,8 +78,8 @@ def register(app: typer.Typer) -> None:
         from advkit.attacks.generate import (
             build_generation_attack,
             check_eps,
+            check_generation_attack,
             generate_pairs,
-            generation_attacks,
             parse_radii,
             parse_shard,
         )
@@ -93,8 +93,7 @@ def register(app: typer.Typer) -> None:
         opts = get_options(ctx, device=device, seed=seed, json=json_out)
         dev = device_of(opts)
         attack_name = attack.lower()
-        if attack_name not in generation_attacks():
-            raise UsageError(f"unknown attack {attack!r}; use one of: {', '.join(generation_attacks())}")
+        check_generation_attack(attack_name)
         if resume and overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
         check_store_name(out)

@@ -232,7 +232,10 @@ def _assert_one_line_error(result, *needles):
         (["--eps", "abc"], "cannot read eps"),
         (["--eps-grid", "nope"], "unknown --eps-grid"),
         (["--eps", "1e-3", "--shard", "3/2"], "--shard"),
-        (["--eps", "1e-3", "--attack", "cw"], "unknown attack"),
+        (["--eps", "1e-3", "--attack", "bim"], "unknown attack 'bim'"),
+        (["--eps", "1e-3", "--attack", "cw"], "gen-adv cannot run cw: it is a minimum-norm attack"),
+        (["--eps", "1e-3", "--attack", "hopskipjump"], "cannot run hopskipjump: it is a minimum-norm"),
+        (["--eps", "1e-3", "--attack", "pgd_l2"], "it is an L2 attack and the store's radii are L∞"),
         (["--eps", "1e-3", "--attack", "mifgsm", "-O", "momentum=1"], "mifgsm has no option 'momentum'"),
         (["--eps", "1e-3", "--attack", "mifgsm", "-O", "decay"], "KEY=VALUE"),
         (["--eps", "1e-3", "--attack", "mifgsm", "-O", "decay=-1"], "decay must be >= 0"),
@@ -250,6 +253,16 @@ def test_bad_arguments_write_nothing(tmp_path, cifar_test_npz, weights_dir, args
         base += ["--model", "resnet20"]
     _assert_one_line_error(run(*base, *args), needle)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_output_folder_is_made_and_an_impossible_one_is_one_line(tmp_path, cifar_test_npz, weights_dir):
+    out = tmp_path / "new" / "deeper" / "o.h5"
+    common = ["gen-adv", "--data", str(cifar_test_npz), "--model", "resnet20", "--eps", "1e-3", "--limit", "2",
+              "--steps", "1"]
+    assert run(*common, "--out", str(out)).exit_code == 0 and out.exists()
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")  # a file where the output's folder should be
+    _assert_one_line_error(run(*common, "--out", str(blocker / "o.h5")), "cannot create the folder")
 
 
 def test_unknown_dataset_and_existing_output(tmp_path, cifar_test_npz, weights_dir):
