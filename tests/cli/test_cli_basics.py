@@ -59,10 +59,11 @@ def test_startup_imports_stay_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["[]", "False"]
     # Registering the ImageNet models must not import torchvision either (it pulls in torch._dynamo,
-    # ≈3 s): every CIFAR command would pay for it.
-    code = "import sys, advkit.models, advkit.attacks; print('torchvision' in sys.modules)"
+    # ≈3 s), nor the attack registry scikit-image and scipy (≈0.4 s): every CIFAR command would pay.
+    code = ("import sys, advkit.models, advkit.attacks, advkit.bench; "
+            "print(sorted({'torchvision', 'skimage', 'scipy'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False"]
+    assert out.split() == ["[]"]
 
 
 def test_cli_lists_attacks():
