@@ -1,4 +1,4 @@
-"""Auto-PGD, L∞ (Croce & Hein, 2020): PGD with momentum and a step size that halves itself.
+"""Auto-PGD, L∞ or L2 (Croce & Hein, 2020): PGD with momentum and a step size that halves itself.
 
 The attack AutoAttack and RobustBench build on. It needs no step-size tuning: the step starts at
 2·eps and is halved at checkpoints where the loss oscillated or stopped improving, each time from
@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, check_counts, project_linf, unit_linf
+from advkit.attacks.base import Attack, check_counts, project_l2, project_linf, unit_l2, unit_linf
 from advkit.attacks.registry import register_attack
 
 LOSSES = ("ce", "dlr")
+NORMS = ("linf", "l2")
 
 
 def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -59,11 +60,15 @@ def checkpoint_intervals(steps: int) -> list[int]:
 
 @register_attack
 class APGD(Attack):
-    """APGD on the cross-entropy (APGD-CE) or the DLR loss (APGD-DLR), L∞.
+    """APGD on the cross-entropy (APGD-CE) or the DLR loss (APGD-DLR), L∞ or L2.
 
     Args:
         model: classifier over [0, 1] images.
-        eps: L∞ radius on the [0, 1] scale (a per-sample tensor may be passed to ``forward``).
+        eps: radius in ``norm`` on the [0, 1] scale (a per-sample tensor may be passed to
+            ``forward``). The default 8/255 is AutoAttack's L∞ radius for CIFAR-10; with
+            ``norm="l2"`` pass one (RobustBench's CIFAR-10 L2 radius is 0.5; may exceed 1).
+        norm: ``linf`` (default: signed steps, the L∞ ball) or ``l2`` (steps along the unit-L2
+            gradient, the L2 ball, random starts on the L2 sphere), as AutoAttack's ``norm``.
         steps: iterations per restart (default 100, as in AutoAttack; torchattacks' APGD defaults
             to 10). Each costs one forward and backward of the images not yet fooled.
         loss: ``ce`` or ``dlr`` (DLR needs ≥ 3 classes and has no targeted mode here).
@@ -81,7 +86,8 @@ class APGD(Attack):
     ``forward(images, labels, eps=None, init=None)``: images (B, C, H, W) in [0, 1]; labels (B,) or
     None (the model's predictions), target classes when ``targeted``; eps a scalar or (B,) tensor;
     init optional (B, C, H, W) U(−1, 1) values for the first restart's random start (gen-adv's
-    per-row noise; later restarts draw from the attack's generator). Returns (B, C, H, W) in
+    per-row noise, scaled onto the unit sphere of ``norm``; later restarts draw from the attack's
+    generator). Returns (B, C, H, W) in
     [0, 1]: where the attack succeeded, its last successful iterate (the first with
     ``early_stop``); elsewhere the highest-loss iterate of all restarts. (torchattacks' and
     AutoAttack's APGD return the clean image where they fail; the success rate is the same.)
@@ -89,6 +95,7 @@ class APGD(Attack):
 
     name = "apgd"
     supports_eot = True
+    threat_norms = NORMS
 
     def __init__(
         self,
@@ -96,6 +103,7 @@ class APGD(Attack):
         eps: float = 8 / 255,
         steps: int = 100,
         loss: str = "ce",
+        norm: str = "linf",
         restarts: int = 1,
         rho: float = 0.75,
         momentum: float = 0.75,
@@ -107,6 +115,8 @@ class APGD(Attack):
         check_counts(steps=steps, restarts=restarts)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; use {' or '.join(LOSSES)}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
         if loss == "dlr" and self.targeted:
             raise ValueError("targeted APGD uses the cross-entropy loss (the targeted DLR loss needs the true labels)")
         if not 0 < rho <= 1:
@@ -116,6 +126,9 @@ class APGD(Attack):
         self.eps = eps
         self.steps = steps
         self.loss = loss
+        self.norm = norm
+        if norm == "l2":
+            self.max_eps = math.inf  # an L2 radius may exceed 1 (an image's norm reaches √(C·H·W))
         self.restarts = restarts
         self.rho = rho
         self.momentum = momentum
@@ -138,10 +151,22 @@ class APGD(Attack):
 
     def draw_start(self, shape: torch.Size) -> torch.Tensor:
         """Random start offsets in units of eps (CPU, from the attack's generator), on the ball's
-        surface in L∞ as in AutoAttack."""
+        surface as in AutoAttack: L∞ from a uniform draw, L2 from a Gaussian one."""
+        if self.norm == "l2":
+            return unit_l2(torch.randn(shape, generator=self._generator))
         return unit_linf(torch.rand(shape, generator=self._generator) * 2 - 1)
 
-    project = staticmethod(project_linf)
+    def to_sphere(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` scaled onto the unit sphere of the attack's norm (a given ``init``)."""
+        return unit_l2(t) if self.norm == "l2" else unit_linf(t)
+
+    def project(self, x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
+        """``x`` into the ``norm`` ball of radius ``eps_t`` (B, 1, 1, 1) around ``x0``, and [0, 1]."""
+        return project_l2(x, x0, eps_t) if self.norm == "l2" else project_linf(x, x0, eps_t)
+
+    def ascent_direction(self, grad: torch.Tensor) -> torch.Tensor:
+        """The unit step of ``grad``'s ascent: its sign (L∞) or its unit-L2 scaling (L2)."""
+        return unit_l2(grad) if self.norm == "l2" else grad.sign()
 
     def forward(
         self,
@@ -187,7 +212,7 @@ class APGD(Attack):
             todo = (~fooled if self.early_stop or restart else torch.ones_like(fooled)).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            start = self.draw_start(x0.shape) if init is None or restart else unit_linf(init.float())
+            start = self.draw_start(x0.shape) if init is None or restart else self.to_sphere(init.float())
             adv, hit, x_best, loss_best = self.single_run(x0[todo], labels[todo], eps_t[todo],
                                                           start.to(x0.device)[todo])
             fooled[todo[hit]] = True
@@ -226,7 +251,7 @@ class APGD(Attack):
             if active.numel() == 0:
                 break
             xa, e = x[active], eps_t[active]
-            z = self.project(xa + step[active] * grad[active].sign(), x0[active], e)
+            z = self.project(xa + step[active] * self.ascent_direction(grad[active]), x0[active], e)
             a = 1.0 if i == 0 else self.momentum
             x_new = self.project(xa + a * (z - xa) + (1 - a) * (xa - x_prev[active]), x0[active], e)
             x_prev[active] = xa
@@ -261,7 +286,7 @@ class APGD(Attack):
     def config(self) -> dict[str, Any]:
         return {
             **super().config(),
-            "norm": "linf",
+            "norm": self.norm,
             "eps": self.eps,
             "steps": self.steps,
             "loss": self.loss,

@@ -32,12 +32,12 @@ def targeted_dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch
 
 @register_attack
 class APGDT(APGD):
-    """APGD-T, L∞: untargeted in what it reports (success = any wrong class), targeted in how it
+    """APGD-T, L∞ or L2 (``norm``): untargeted in what it reports (success = any wrong class), targeted in how it
     searches: for k = 1..``n_targets`` it runs APGD on the targeted DLR loss towards the class with
     the k-th highest clean logit after the top one, on the images still not fooled.
 
     Args:
-        model, eps, steps, restarts, rho, momentum, seed, precision, channels_last: as `APGD`
+        model, eps, norm, steps, restarts, rho, momentum, seed, precision, channels_last: as `APGD`
             (``restarts`` per target; ``steps`` default 100 per target, as AutoAttack).
         n_targets: how many target classes to try (9: every other CIFAR-10 class, AutoAttack's
             choice; fewer is cheaper).

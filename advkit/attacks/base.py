@@ -44,6 +44,30 @@ def unit_linf(t: torch.Tensor) -> torch.Tensor:
     return t / t.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
 
 
+def per_sample_l2(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1, 1) L2 norm of each sample of ``x`` (B, ...)."""
+    return x.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (x.ndim - 1)))
+
+
+def unit_l2(x: torch.Tensor) -> torch.Tensor:
+    """Each sample of ``x`` scaled to L2 norm 1 (all-zero samples stay 0).
+
+    No small constant in the denominator: a confident image's gradient norm can be 1e-12 or less,
+    and torchattacks' ``+ 1e-10`` then shortens its step (a difference the PGDL2 cross-check shows).
+    """
+    norm = per_sample_l2(x)
+    return torch.where(norm > 0, x / norm, torch.zeros_like(x))
+
+
+def project_l2(x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
+    """``x`` pulled into the L2 ball of radius ``eps_t`` (B, 1, 1, 1) around ``x0`` (along x − x0),
+    then clipped to [0, 1]."""
+    delta = x - x0
+    norm = per_sample_l2(delta)
+    scale = torch.where(norm > eps_t, eps_t / norm, torch.ones_like(norm))  # norm > 0 where it is used
+    return (x0 + delta * scale).clamp(0, 1)
+
+
 class DeviceGenerators:
     """One ``torch.Generator`` per device, each seeded with ``seed`` at its first use, so an attack
     draws its noise on the images' device and two attacks built with the same seed draw alike."""

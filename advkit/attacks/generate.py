@@ -175,6 +175,8 @@ def build_generation_attack(
         if key in kwargs:
             raise UsageError(f"{key} is set twice (by a flag and by --attack-option)")
         kwargs[key] = value
+    if kwargs.get("norm", "linf") != "linf":
+        raise UsageError(f"{name}: gen-adv stores L∞ radii, so norm={kwargs['norm']} is not offered")
     if registered != "noise" and model is None:
         raise UsageError(f"--attack {name} needs --model")
     try:

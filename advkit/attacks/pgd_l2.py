@@ -7,23 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from advkit.attacks.base import project_l2, unit_l2
 from advkit.attacks.pgd import PGD
 from advkit.attacks.registry import register_attack
-
-
-def _per_sample_l2(x: torch.Tensor) -> torch.Tensor:
-    """(B, 1, 1, 1) L2 norm of each sample of ``x`` (B, ...)."""
-    return x.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (x.ndim - 1)))
-
-
-def _unit_l2(x: torch.Tensor) -> torch.Tensor:
-    """Each sample of ``x`` scaled to L2 norm 1 (all-zero samples stay 0).
-
-    No small constant in the denominator: a confident image's gradient norm can be 1e-12 or less,
-    and torchattacks' ``+ 1e-10`` then shortens its step (a difference the cross-check test shows).
-    """
-    norm = _per_sample_l2(x)
-    return torch.where(norm > 0, x / norm, torch.zeros_like(x))
 
 
 @register_attack
@@ -70,16 +56,12 @@ class PGDL2(PGD):
     def draw_start(self, shape: torch.Size) -> torch.Tensor:
         direction = torch.randn(shape, generator=self._generator)
         radius = torch.rand((shape[0],) + (1,) * (len(shape) - 1), generator=self._generator)
-        return _unit_l2(direction) * radius
+        return unit_l2(direction) * radius
 
     def ascent_direction(self, grad: torch.Tensor) -> torch.Tensor:
-        return _unit_l2(grad)
+        return unit_l2(grad)
 
-    def project(self, x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
-        delta = x - x0
-        norm = _per_sample_l2(delta)
-        scale = torch.where(norm > eps_t, eps_t / norm, torch.ones_like(norm))  # norm > 0 where it is used
-        return (x0 + delta * scale).clamp(0, 1)
+    project = staticmethod(project_l2)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "norm": "l2"}

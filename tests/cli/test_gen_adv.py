@@ -236,6 +236,7 @@ def _assert_one_line_error(result, *needles):
         (["--eps", "1e-3", "--attack", "cw"], "gen-adv cannot run cw: it is a minimum-norm attack"),
         (["--eps", "1e-3", "--attack", "hopskipjump"], "cannot run hopskipjump: it is a minimum-norm"),
         (["--eps", "1e-3", "--attack", "pgd_l2"], "it is an L2 attack and the store's radii are L∞"),
+        (["--eps", "1e-3", "--attack", "apgd", "-O", "norm=l2"], "norm=l2 is not offered"),
         (["--eps", "1e-3", "--attack", "mifgsm", "-O", "momentum=1"], "mifgsm has no option 'momentum'"),
         (["--eps", "1e-3", "--attack", "mifgsm", "-O", "decay"], "KEY=VALUE"),
         (["--eps", "1e-3", "--attack", "mifgsm", "-O", "decay=-1"], "decay must be >= 0"),
