@@ -12,8 +12,12 @@ accuracy it leaves (lower is stronger), with ratios of speed against each peer. 
 Budgets are per image: ``--steps`` APGD and FAB iterations (per target for APGD-T and FAB-T) and ``--queries``
 Square queries. Images already misclassified count as not robust for everybody.
 
+``--norm l2`` runs the APGD attacks in the L2 ball (``--eps`` is then an L2 radius): advkit's and
+torchattacks' ``norm="L2"``, ART's ``norm=2``; FAB-T and Square are L∞ only in advkit.
+
 Example (CPU): ``python -m benchmarks.robust_eval --device cpu --n 100 --steps 10 --queries 100``
 Example (GPU): ``python -m benchmarks.robust_eval --device cuda --n 1000 --batch-size 500 --json out.json``
+Example (L2): ``python -m benchmarks.robust_eval --device cpu --norm l2 --eps 0.1 --attacks apgd-ce,apgd-dlr,apgd-t``
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from advkit.attacks import APGD, APGDT, FABT, Square
 from benchmarks.peers import art_classifier, art_runner, peer_parser, run_against_peers, setup, speedup
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
+L2_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t")
 
 
 def robust_accuracy(model: torch.nn.Module, adv: torch.Tensor, y: torch.Tensor, batch: int) -> float:
@@ -38,14 +43,16 @@ def robust_accuracy(model: torch.nn.Module, adv: torch.Tensor, y: torch.Tensor, 
     return float((pred == y).float().mean())
 
 
-def advkit_attack(name: str, model: torch.nn.Module, eps: float, args: argparse.Namespace) -> Callable:
+def advkit_attack(name: str, model: torch.nn.Module, eps: float, args: argparse.Namespace) -> Callable | None:
+    if args.norm == "l2" and name not in L2_ATTACKS:
+        return None
     if name == "square":
         return Square(model, eps=eps, queries=args.queries)
     if name == "apgd-t":
-        return APGDT(model, eps=eps, steps=args.steps)
+        return APGDT(model, eps=eps, steps=args.steps, norm=args.norm)
     if name == "fab-t":
         return FABT(model, eps=eps, steps=args.steps)
-    return APGD(model, eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), early_stop=True)
+    return APGD(model, eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), early_stop=True, norm=args.norm)
 
 
 def torchattacks_attack(name: str, model: torch.nn.Module, eps: float, args: argparse.Namespace) -> Callable | None:
@@ -53,6 +60,12 @@ def torchattacks_attack(name: str, model: torch.nn.Module, eps: float, args: arg
         import torchattacks
     except ImportError:
         return None
+    if args.norm == "l2":
+        if name not in L2_ATTACKS:
+            return None
+        if name == "apgd-t":
+            return torchattacks.APGDT(model, norm="L2", eps=eps, steps=args.steps, n_classes=model.num_classes, seed=0)
+        return torchattacks.APGD(model, norm="L2", eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), seed=0)
     if name == "square":
         return torchattacks.Square(model, eps=eps, n_queries=args.queries, seed=0)
     if name == "apgd-t":
@@ -70,8 +83,9 @@ def art_attack(name: str, model: torch.nn.Module, eps: float, x: torch.Tensor, a
         from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
     except ImportError:
         return None
-    if name in ("apgd-t", "fab-t"):
+    if name in ("apgd-t", "fab-t") or (args.norm == "l2" and name not in L2_ATTACKS):
         return None
+    norm = 2 if args.norm == "l2" else np.inf
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf = art_classifier(model, x, device)
@@ -80,7 +94,7 @@ def art_attack(name: str, model: torch.nn.Module, eps: float, x: torch.Tensor, a
                                   batch_size=args.batch_size, verbose=False)
         else:
             loss = "cross_entropy" if name == "apgd-ce" else "difference_logits_ratio"
-            attack = AutoProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=args.steps,
+            attack = AutoProjectedGradientDescent(clf, norm=norm, eps=eps, eps_step=2 * eps, max_iter=args.steps,
                                                   nb_random_init=1, batch_size=args.batch_size, loss_type=loss,
                                                   verbose=False)
     return art_runner(attack, device)
@@ -91,6 +105,7 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=1 / 255)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--norm", choices=("linf", "l2"), default="linf")
     args = parser.parse_args()
     device, model, x, y, env = setup(args)
     makers = {"advkit": lambda name: advkit_attack(name, model, args.eps, args),
@@ -99,11 +114,11 @@ def main() -> None:
 
     def measure(name: str, adv: torch.Tensor) -> dict:
         return {"robust_accuracy": robust_accuracy(model, adv, y, args.batch_size),
-                "max_linf": float((adv - x).abs().max())}
+                "max_linf": float((adv - x).abs().max()), "max_l2": float((adv - x).flatten(1).norm(dim=1).max())}
 
     rows = run_against_peers(parser, args, ATTACKS, makers, x, y, device, measure)
     clean = robust_accuracy(model, x, y, args.batch_size)
-    print(f"# robust evaluation on {env['device']}: {args.model}, {args.n} images, eps {args.eps:.5g}, "
+    print(f"# robust evaluation on {env['device']}: {args.model}, {args.n} images, {args.norm} eps {args.eps:.5g}, "
           f"{args.steps} APGD/FAB steps, {args.queries} Square queries; clean accuracy {clean:.3f}")
     print(f"{'attack':<9} {'by':<13} {'img/s':>9} {'robust acc':>10} {'advkit speed ×':>15}")
     for r in rows:
