@@ -12,12 +12,12 @@ accuracy it leaves (lower is stronger), with ratios of speed against each peer. 
 Budgets are per image: ``--steps`` APGD and FAB iterations (per target for APGD-T and FAB-T) and ``--queries``
 Square queries. Images already misclassified count as not robust for everybody.
 
-``--norm l2`` runs the APGD attacks in the L2 ball (``--eps`` is then an L2 radius): advkit's and
-torchattacks' ``norm="L2"``, ART's ``norm=2``; FAB-T and Square are L∞ only in advkit.
+``--norm l2`` runs the APGD attacks and FAB-T in L2 (``--eps`` is then an L2 radius): advkit's and
+torchattacks' ``norm="L2"``, ART's ``norm=2``; Square is L∞ only in advkit.
 
 Example (CPU): ``python -m benchmarks.robust_eval --device cpu --n 100 --steps 10 --queries 100``
 Example (GPU): ``python -m benchmarks.robust_eval --device cuda --n 1000 --batch-size 500 --json out.json``
-Example (L2): ``python -m benchmarks.robust_eval --device cpu --norm l2 --eps 0.1 --attacks apgd-ce,apgd-dlr,apgd-t``
+Example (L2): ``python -m benchmarks.robust_eval --device cpu --norm l2 --eps 0.1 --attacks apgd-ce,apgd-dlr,apgd-t,fab-t``
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from advkit.attacks import APGD, APGDT, FABT, Square
 from benchmarks.peers import art_classifier, art_runner, peer_parser, run_against_peers, setup, speedup
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
-L2_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t")
+L2_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t")
 
 
 def robust_accuracy(model: torch.nn.Module, adv: torch.Tensor, y: torch.Tensor, batch: int) -> float:
@@ -51,7 +51,7 @@ def advkit_attack(name: str, model: torch.nn.Module, eps: float, args: argparse.
     if name == "apgd-t":
         return APGDT(model, eps=eps, steps=args.steps, norm=args.norm)
     if name == "fab-t":
-        return FABT(model, eps=eps, steps=args.steps)
+        return FABT(model, eps=eps, steps=args.steps, norm=args.norm)
     return APGD(model, eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), early_stop=True, norm=args.norm)
 
 
@@ -65,6 +65,10 @@ def torchattacks_attack(name: str, model: torch.nn.Module, eps: float, args: arg
             return None
         if name == "apgd-t":
             return torchattacks.APGDT(model, norm="L2", eps=eps, steps=args.steps, n_classes=model.num_classes, seed=0)
+        if name == "fab-t":
+            fab = torchattacks.FAB(model, norm="L2", eps=eps, steps=args.steps, multi_targeted=True,
+                                   n_classes=model.num_classes, seed=0)
+            return lambda a, b: fab(a.contiguous(), b)
         return torchattacks.APGD(model, norm="L2", eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), seed=0)
     if name == "square":
         return torchattacks.Square(model, eps=eps, n_queries=args.queries, seed=0)

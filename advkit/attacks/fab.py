@@ -1,4 +1,4 @@
-"""FAB, the Fast Adaptive Boundary attack, L∞ (Croce & Hein, 2020): a minimum-norm attack.
+"""FAB, the Fast Adaptive Boundary attack, L∞ or L2 (Croce & Hein, 2020): a minimum-norm attack.
 
 Each step linearizes the classifier at the current point, takes the nearest linearized decision
 boundary, and moves to a convex mix of two projections onto it: of the current point (progress)
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, check_counts, unit_linf
+from advkit.attacks.base import Attack, check_counts, unit_l2, unit_linf
 from advkit.attacks.boundary import nearest_boundary
 from advkit.attacks.registry import register_attack
 from advkit.attacks.targets import next_ranked_targets
@@ -60,15 +60,59 @@ def linf_step_to_hyperplane(points: torch.Tensor, normals: torch.Tensor, values:
     return direction * torch.minimum(room, bound)
 
 
+def l2_step_to_hyperplane(points: torch.Tensor, normals: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The smallest-L2 step onto a hyperplane inside the unit box, for each row.
+
+    As `linf_step_to_hyperplane`, in L2: the optimum moves each coordinate by min(t·|w_i|, room_i)
+    towards the hyperplane for a common t (the box-clipped multiple of w that the KKT conditions
+    give), so w·d is piecewise linear and increasing in t, with break points room_i / |w_i|,
+    sorted once; t follows in closed form between two of them. Where the box does not reach the
+    hyperplane, d is the step that gets closest (each coordinate with w_i ≠ 0 to its box edge).
+
+    Args:
+        points: (N, n) float in [0, 1]; normals: (N, n) the w of each row; values: (N,) h(p).
+    Returns: (N, n) steps.
+    """
+    if points.ndim != 2 or normals.shape != points.shape or values.shape != points.shape[:1]:
+        raise ValueError(f"points and normals must be (N, n) and values (N,), got {tuple(points.shape)}, "
+                         f"{tuple(normals.shape)} and {tuple(values.shape)}")
+    direction = -torch.sign(values)[:, None] * torch.sign(normals)
+    room = torch.where(direction > 0, 1 - points, points).clamp_min(0)
+    size = normals.abs() * (direction != 0)
+    need = values.abs()
+    # coordinates that do not move (w_i = 0) break at t = inf: sorted last, adding nothing
+    breaks = torch.where(size > 0, room / size.clamp_min(1e-30), torch.full_like(room, math.inf))
+    breaks_sorted, order = breaks.sort(dim=1)
+    size_sorted, room_sorted = size.gather(1, order), room.gather(1, order)
+    # at t = breaks_sorted[k]: h moves by Σ_{j<k} |w_j| room_j + t · Σ_{j≥k} w_j²
+    done_before = torch.cumsum(size_sorted * room_sorted, dim=1) - size_sorted * room_sorted
+    # Σ_{j≥k} w_j² as a reversed cumulative sum: a total minus a running sum cancels to ±1e-6 at the tail
+    square_after = size_sorted.square().flip(1).cumsum(1).flip(1)
+    reach = torch.where(torch.isinf(breaks_sorted), math.inf, done_before + breaks_sorted * square_after)
+    k = (reach < need[:, None]).sum(1, keepdim=True)
+    feasible = k.squeeze(1) < points.shape[1]
+    k = k.clamp_max(points.shape[1] - 1)
+    t = (need[:, None] - done_before.gather(1, k)) / square_after.gather(1, k).clamp_min(1e-30)
+    t = torch.where(feasible[:, None], t.clamp_min(0), torch.full_like(t, math.inf))
+    return direction * torch.minimum(room, torch.where(size > 0, t * size, torch.zeros_like(size)))
+
+
+NORMS = ("linf", "l2")
+
+
 @register_attack
 class FAB(Attack):
-    """FAB, L∞, untargeted: each step linearizes the boundary to every other class (one backward
-    per class: cheap for CIFAR-10, costly for 1000 classes, where `FABT` is the practical choice).
+    """FAB, L∞ or L2, untargeted: each step linearizes the boundary to every other class (one
+    backward per class: cheap for CIFAR-10, costly for 1000 classes, where `FABT` is the practical
+    choice).
 
     Args:
         model: classifier over [0, 1] images.
-        eps: L∞ radius on the [0, 1] scale: the output keeps an adversarial only within it, and it
-            sizes the random starts (a per-sample tensor may be passed to ``forward``).
+        eps: radius in ``norm`` on the [0, 1] scale: the output keeps an adversarial only within it,
+            and it sizes the random starts (a per-sample tensor may be passed to ``forward``; an L2
+            radius may exceed 1).
+        norm: ``linf`` (default) or ``l2``: the distance minimized (projections, nearest boundary,
+            random starts and ``norms`` all in it), as AutoAttack's FAB ``norm``.
         steps: iterations per run (100, AutoAttack's; torchattacks' FAB defaults to 10).
         restarts: runs per search; the first starts at the clean image, later ones at a random
             point at L∞ distance eps/2, on the images not yet fooled within eps.
@@ -87,12 +131,18 @@ class FAB(Attack):
     name = "fab"
     minimum_norm = True
     supports_targeted = False
+    threat_norms = NORMS
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, restarts: int = 1,
-                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int = 0,
+                 alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int = 0, norm: str = "linf",
                  **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         check_counts(steps=steps, restarts=restarts)
+        if norm not in NORMS:
+            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+        self.norm = norm
+        if norm == "l2":
+            self.max_eps = math.inf
         if not 0 <= alpha_max <= 1:
             raise ValueError(f"alpha_max must lie in [0, 1], got {alpha_max}")
         if eta < 1:
@@ -117,15 +167,21 @@ class FAB(Attack):
         self, x: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The linearization at ``x`` of the nearest boundary f_l − f_y = 0 (l = the target, or the
-        other class nearest in L∞ to first order): its value (B,) and gradient (B, C, H, W)."""
+        other class nearest in the attack's norm to first order): its value (B,) and gradient
+        (B, C, H, W)."""
         x = x.detach().requires_grad_(True)
-        return nearest_boundary(x, self.logits(x), labels, targets, dual_p=1)
+        return nearest_boundary(x, self.logits(x), labels, targets, dual_p=2 if self.norm == "l2" else 1)
+
+    def distance(self, delta: torch.Tensor) -> torch.Tensor:
+        """(B,) the size of each row of ``delta`` (B, ...) in the attack's norm."""
+        flat = delta.flatten(1)
+        return flat.norm(dim=1) if self.norm == "l2" else flat.abs().amax(1)
 
     def single_run(
         self, x0: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None, start: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One FAB run from ``start`` (None: the clean images ``x0``). Returns the smallest
-        adversarial found per image and its (B,) L∞ distance (inf and ``x0`` where none)."""
+        adversarial found per image and its (B,) distance (inf and ``x0`` where none)."""
         n = x0.shape[0]
         x = x0.clone() if start is None else start
         best, best_norm = x0.clone(), torch.full((n,), math.inf, device=x0.device)
@@ -136,15 +192,15 @@ class FAB(Attack):
             flat = x.flatten(1)
             # the same hyperplane seen from the current point and from the clean image
             value_at_clean = gap + (w * (flat0 - flat)).sum(1)
-            steps = linf_step_to_hyperplane(torch.cat([flat, flat0]), torch.cat([w, w]),
-                                            torch.cat([gap, value_at_clean]))
+            project = l2_step_to_hyperplane if self.norm == "l2" else linf_step_to_hyperplane
+            steps = project(torch.cat([flat, flat0]), torch.cat([w, w]), torch.cat([gap, value_at_clean]))
             to_boundary, from_clean = steps[:n].view_as(x), steps[n:].view_as(x)
-            size = steps.abs().amax(1).clamp_min(1e-8)
+            size = self.distance(steps).clamp_min(1e-8)
             alpha = (size[:n] / (size[:n] + size[n:])).clamp(0, self.alpha_max).view(n, 1, 1, 1)
             x = ((x + self.eta * to_boundary) * (1 - alpha) + (x0 + self.eta * from_clean) * alpha).clamp(0, 1)
             with torch.no_grad():
                 fooled = self.succeeded(self.logits(x), labels)
-            norm = (x - x0).flatten(1).abs().amax(1)
+            norm = self.distance(x - x0)
             smaller = fooled & (norm < best_norm)
             best[smaller], best_norm[smaller] = x[smaller], norm[smaller]
             x = torch.where(fooled.view(n, 1, 1, 1), x0 + (x - x0) * self.beta, x)
@@ -167,7 +223,10 @@ class FAB(Attack):
                     break
                 start = None
                 if restart:
-                    noise = unit_linf(torch.rand(x0.shape, generator=self._generator).to(x0.device)[todo] * 2 - 1)
+                    if self.norm == "l2":  # a Gaussian direction on the L2 sphere, as AutoAttack's
+                        noise = unit_l2(torch.randn(x0.shape, generator=self._generator).to(x0.device)[todo])
+                    else:
+                        noise = unit_linf(torch.rand(x0.shape, generator=self._generator).to(x0.device)[todo] * 2 - 1)
                     start = (x0[todo] + 0.5 * eps_t[todo] * noise).clamp(0, 1)
                 best, best_norm = self.single_run(x0[todo], labels[todo], None if targets is None else targets[todo],
                                                   start)
@@ -179,13 +238,13 @@ class FAB(Attack):
         return out.detach()
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "norm": "linf", "eps": self.eps, "steps": self.steps, "restarts": self.restarts,
+        return {**super().config(), "norm": self.norm, "eps": self.eps, "steps": self.steps, "restarts": self.restarts,
                 "alpha_max": self.alpha_max, "eta": self.eta, "beta": self.beta, "seed": self.seed}
 
 
 @register_attack
 class FABT(FAB):
-    """FAB-T, L∞: FAB towards one target class at a time, the class with the k-th highest clean
+    """FAB-T, L∞ or L2: FAB towards one target class at a time, the class with the k-th highest clean
     logit after the top one for k = 1..``n_targets``, on the images not yet fooled within eps. One
     backward per step whatever the class count. Success is untargeted (any wrong class), as in
     AutoAttack. Arguments and ``forward`` as `FAB`'s, plus ``n_targets`` (9: every other CIFAR-10
