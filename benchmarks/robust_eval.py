@@ -12,12 +12,12 @@ accuracy it leaves (lower is stronger), with ratios of speed against each peer. 
 Budgets are per image: ``--steps`` APGD and FAB iterations (per target for APGD-T and FAB-T) and ``--queries``
 Square queries. Images already misclassified count as not robust for everybody.
 
-``--norm l2`` runs the APGD attacks and FAB-T in L2 (``--eps`` is then an L2 radius): advkit's and
-torchattacks' ``norm="L2"``, ART's ``norm=2``; Square is L∞ only in advkit.
+``--norm l2`` runs every attack in L2 (``--eps`` is then an L2 radius): advkit's and
+torchattacks' ``norm="L2"``, ART's ``norm=2``.
 
 Example (CPU): ``python -m benchmarks.robust_eval --device cpu --n 100 --steps 10 --queries 100``
 Example (GPU): ``python -m benchmarks.robust_eval --device cuda --n 1000 --batch-size 500 --json out.json``
-Example (L2): ``python -m benchmarks.robust_eval --device cpu --norm l2 --eps 0.1 --attacks apgd-ce,apgd-dlr,apgd-t,fab-t``
+Example (L2): ``python -m benchmarks.robust_eval --device cpu --norm l2 --eps 0.1``
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from advkit.attacks import APGD, APGDT, FABT, Square
 from benchmarks.peers import art_classifier, art_runner, peer_parser, run_against_peers, setup, speedup
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
-L2_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t")
 
 
 def robust_accuracy(model: torch.nn.Module, adv: torch.Tensor, y: torch.Tensor, batch: int) -> float:
@@ -43,11 +42,9 @@ def robust_accuracy(model: torch.nn.Module, adv: torch.Tensor, y: torch.Tensor, 
     return float((pred == y).float().mean())
 
 
-def advkit_attack(name: str, model: torch.nn.Module, eps: float, args: argparse.Namespace) -> Callable | None:
-    if args.norm == "l2" and name not in L2_ATTACKS:
-        return None
+def advkit_attack(name: str, model: torch.nn.Module, eps: float, args: argparse.Namespace) -> Callable:
     if name == "square":
-        return Square(model, eps=eps, queries=args.queries)
+        return Square(model, eps=eps, queries=args.queries, norm=args.norm)
     if name == "apgd-t":
         return APGDT(model, eps=eps, steps=args.steps, norm=args.norm)
     if name == "fab-t":
@@ -61,14 +58,15 @@ def torchattacks_attack(name: str, model: torch.nn.Module, eps: float, args: arg
     except ImportError:
         return None
     if args.norm == "l2":
-        if name not in L2_ATTACKS:
-            return None
         if name == "apgd-t":
             return torchattacks.APGDT(model, norm="L2", eps=eps, steps=args.steps, n_classes=model.num_classes, seed=0)
         if name == "fab-t":
             fab = torchattacks.FAB(model, norm="L2", eps=eps, steps=args.steps, multi_targeted=True,
                                    n_classes=model.num_classes, seed=0)
             return lambda a, b: fab(a.contiguous(), b)
+        if name == "square":
+            square = torchattacks.Square(model, norm="L2", eps=eps, n_queries=args.queries, seed=0)
+            return lambda a, b: square(a.contiguous(), b)  # its L2 start views the images: needs contiguity
         return torchattacks.APGD(model, norm="L2", eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), seed=0)
     if name == "square":
         return torchattacks.Square(model, eps=eps, n_queries=args.queries, seed=0)
@@ -87,14 +85,14 @@ def art_attack(name: str, model: torch.nn.Module, eps: float, x: torch.Tensor, a
         from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
     except ImportError:
         return None
-    if name in ("apgd-t", "fab-t") or (args.norm == "l2" and name not in L2_ATTACKS):
+    if name in ("apgd-t", "fab-t"):
         return None
     norm = 2 if args.norm == "l2" else np.inf
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf = art_classifier(model, x, device)
         if name == "square":
-            attack = SquareAttack(clf, norm=np.inf, eps=eps, max_iter=args.queries, p_init=0.8, nb_restarts=1,
+            attack = SquareAttack(clf, norm=norm, eps=eps, max_iter=args.queries, p_init=0.8, nb_restarts=1,
                                   batch_size=args.batch_size, verbose=False)
         else:
             loss = "cross_entropy" if name == "apgd-ce" else "difference_logits_ratio"

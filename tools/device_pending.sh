@@ -83,7 +83,7 @@ step pasadena_cost 60 python3 -m benchmarks.pasadena --device "$DEVICE" "${PAS[@
 # 8. APGD / APGD-T / Square against torchattacks' (robust-evaluation attacks)
 step robust_eval 60 python3 -m benchmarks.robust_eval --device "$DEVICE" "${ROB[@]}" --json "$OUT/robust.json"
 step robust_eval_l2 30 python3 -m benchmarks.robust_eval --device "$DEVICE" "${ROB[@]}" --norm l2 --eps 0.1 \
-    --attacks apgd-ce,apgd-dlr,apgd-t --json "$OUT/robust_l2.json"
+    --json "$OUT/robust_l2.json"
 # 9. DeepFool / CW / FAB against torchattacks' (minimum-norm attacks)
 step min_norm 45 python3 -m benchmarks.min_norm --device "$DEVICE" "${MIN[@]}" --json "$OUT/min_norm.json"
 # 6. the adaptive bench over the whole grid with PGD-40 (#9), in a fresh folder (a bench refuses

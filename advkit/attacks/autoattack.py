@@ -3,6 +3,7 @@ each on the images the earlier ones left correctly classified; robust accuracy i
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import nn
@@ -16,6 +17,7 @@ from advkit.attacks.registry import register_attack
 from advkit.attacks.square import Square
 
 VERSIONS = ("standard", "fast", "rand")
+NORMS = ("linf", "l2")
 # AutoAttack's rand version averages each APGD gradient over this many draws of the model.
 RAND_EOT_SAMPLES = 20
 
@@ -24,11 +26,13 @@ RAND_EOT_SAMPLES = 20
 class AutoAttack(MultiAttack):
     """APGD-CE, APGD-T, FAB-T and Square (``standard``, AutoAttack's standard version), APGD-CE
     and APGD-DLR (``fast``), or APGD-CE and APGD-DLR with EOT over 20 draws (``rand``, AutoAttack's
-    version for randomized defenses), L∞.
+    version for randomized defenses), L∞ or L2.
 
     Args:
         model: classifier over [0, 1] images.
-        eps: L∞ radius on the [0, 1] scale (a per-sample tensor may be passed to ``forward``).
+        eps: radius in ``norm`` on the [0, 1] scale (a per-sample tensor may be passed to
+            ``forward``). 8/255 is the L∞ CIFAR-10 radius; RobustBench's L2 one is 0.5.
+        norm: ``linf`` (default) or ``l2``: every stage attacks in that ball (AutoAttack's ``norm``).
         version: ``standard``, ``fast`` or ``rand``.
         steps: APGD and FAB iterations (100, AutoAttack's), per target for APGD-T and FAB-T.
         n_targets: APGD-T's and FAB-T's target classes (9).
@@ -47,15 +51,18 @@ class AutoAttack(MultiAttack):
 
     name = "autoattack"
     supports_targeted = False
+    threat_norms = NORMS
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, version: str = "standard", steps: int = 100,
                  n_targets: int = 9, queries: int = 5000, seed: int = 0, eot_samples: int | None = None,
-                 **kwargs: Any) -> None:
+                 norm: str = "linf", **kwargs: Any) -> None:
         if version not in VERSIONS:
             raise ValueError(f"unknown version {version!r}; use {', '.join(VERSIONS)}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
         if eot_samples is None:
             eot_samples = RAND_EOT_SAMPLES if version == "rand" else 1
-        common = {"eps": eps, "seed": seed, **kwargs}
+        common = {"eps": eps, "seed": seed, "norm": norm, **kwargs}
         # Early stop is AutoAttack's economy on a deterministic model; with EOT an image whose mean
         # logits just crossed the boundary is still right under many single draws, so run on.
         apgd = {**common, "steps": steps, "eot_samples": eot_samples, "early_stop": eot_samples == 1}
@@ -69,12 +76,15 @@ class AutoAttack(MultiAttack):
         super().__init__(attacks, model, **kwargs)
         self.eps = eps
         self.version = version
+        self.norm = norm
+        if norm == "l2":
+            self.max_eps = math.inf
 
     def label(self, attack: Attack) -> str:
         return f"apgd-{attack.loss}" if type(attack) is APGD else attack.name
 
     def config(self) -> dict[str, Any]:
-        config = {**super().config(), "norm": "linf", "eps": self.eps, "version": self.version,
+        config = {**super().config(), "norm": self.norm, "eps": self.eps, "version": self.version,
                   "attacks": [a.config() for a in self.attacks]}
         for sub in config["attacks"]:
             sub.pop("eps", None)

@@ -57,16 +57,34 @@ def test_apgdt_matches_torchattacks(resnet20_cifar):
 
 
 def test_apgdt_l2_matches_torchattacks(resnet20_cifar):
-    """L2, radius 0.1 (measured: 0.37 and 0.37)."""
+    """L2, radius 0.1, 5 images per class (measured: 0.36 and 0.36; on all 100: 0.37 and 0.37)."""
     torchattacks = pytest.importorskip("torchattacks")
     model, x, y = resnet20_cifar
+    x, y = x[::2].contiguous(), y[::2]
     eps, steps = 0.1, 10
     ours = APGDT(model, norm="l2", eps=eps, steps=steps)(x, y)
     with torch.random.fork_rng():
         theirs = torchattacks.APGDT(model, norm="L2", eps=eps, steps=steps, n_classes=10, seed=0)(x, y)
     acc_ours, acc_theirs = accuracy(model, ours, y), accuracy(model, theirs, y)
-    assert abs(acc_ours - acc_theirs) <= 0.03, (acc_ours, acc_theirs)
+    assert abs(acc_ours - acc_theirs) <= 0.041, (acc_ours, acc_theirs)
     assert ((ours - x).flatten(1).norm(dim=1) <= eps * (1 + 1e-5)).all()
+
+
+def test_autoattack_l2_runs_every_stage_in_l2(resnet20_cifar):
+    """norm="l2": all four stages attack the L2 ball; on the 8-bit quantized model (zero gradient)
+    only the black-box Square stage fools images (5 images per class)."""
+    model, x, y = resnet20_cifar
+    x, y = x[::2], y[::2]
+    quantized = Quantized(model).eval()
+    attack = AutoAttack(quantized, eps=0.5, norm="l2", steps=5, n_targets=1, queries=100)
+    adv = attack(x, y)
+    assert all(sub["norm"] == "l2" for sub in attack.config()["attacks"]) and attack.config()["norm"] == "l2"
+    robust = dict(attack.history)
+    assert robust["apgd-t"] >= robust["clean"] - 0.041, attack.history
+    assert robust["square"] <= robust["apgd-t"] - 0.1, attack.history
+    assert ((adv - x).flatten(1).norm(dim=1) <= 0.5 * (1 + 1e-5)).all()
+    with pytest.raises(ValueError, match="norm must be"):
+        AutoAttack(model, norm="l1")
 
 
 def test_autoattack_is_the_worst_case_of_its_attacks(resnet20_cifar):

@@ -32,7 +32,8 @@ def test_every_attack_class_is_registered_under_its_name():
 
 
 def test_filters_and_errors():
-    assert set(list_attacks(norm="l2")) == {"apgd", "apgd-t", "cw", "deepfool", "fab", "fab-t", "hopskipjump", "pgd_l2"}
+    assert set(list_attacks(norm="l2")) == {"apgd", "apgd-t", "autoattack", "cw", "deepfool", "fab", "fab-t", "hopskipjump",
+                                            "pgd_l2", "square"}
     assert list_attacks(norm="l1") == ["ead"]
     assert set(list_attacks(black_box=True)) == {"hopskipjump", "spsa", "square"}
     assert list_attacks("*fgsm") == ["fgsm", "mifgsm", "nifgsm", "sinifgsm", "tifgsm", "timifgsm", "vmifgsm",

@@ -69,7 +69,8 @@ def test_startup_imports_stay_light():
 def test_cli_lists_attacks():
     result = runner.invoke(app, ["--json", "attacks", "--norm", "l2"])
     assert result.exit_code == 0, result.stderr
-    assert [a["name"] for a in json.loads(result.stdout)["attacks"]] == ["apgd", "apgd-t", "cw", "deepfool", "fab", "fab-t", "hopskipjump", "pgd_l2"]
+    assert [a["name"] for a in json.loads(result.stdout)["attacks"]] == ["apgd", "apgd-t", "autoattack", "cw", "deepfool", "fab", "fab-t",
+                                                                 "hopskipjump", "pgd_l2", "square"]
     table = runner.invoke(app, ["attacks"])
     assert table.exit_code == 0 and "spsa" in table.stdout and "black box" in table.stdout
     # one line per attack, the summary cut to the terminal's width (80 here)
