@@ -23,6 +23,20 @@ from advkit.attacks.registry import register_attack
 from advkit.attacks.targets import next_ranked_targets
 
 
+def _towards_hyperplane(
+    points: torch.Tensor, normals: torch.Tensor, values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What both projections start from (shapes checked): each coordinate's direction of travel
+    (±1, the one that moves h towards 0; 0 where w_i = 0), its room to the box edge that way, |w_i|
+    where it moves, and |h(p)| (N,)."""
+    if points.ndim != 2 or normals.shape != points.shape or values.shape != points.shape[:1]:
+        raise ValueError(f"points and normals must be (N, n) and values (N,), got {tuple(points.shape)}, "
+                         f"{tuple(normals.shape)} and {tuple(values.shape)}")
+    direction = -torch.sign(values)[:, None] * torch.sign(normals)
+    room = torch.where(direction > 0, 1 - points, points).clamp_min(0)
+    return direction, room, normals.abs() * (direction != 0), values.abs()
+
+
 def linf_step_to_hyperplane(points: torch.Tensor, normals: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """The smallest-L∞ step onto a hyperplane inside the unit box, for each row.
 
@@ -38,14 +52,7 @@ def linf_step_to_hyperplane(points: torch.Tensor, normals: torch.Tensor, values:
         points: (N, n) float in [0, 1]; normals: (N, n) the w of each row; values: (N,) h(p).
     Returns: (N, n) steps.
     """
-    if points.ndim != 2 or normals.shape != points.shape or values.shape != points.shape[:1]:
-        raise ValueError(f"points and normals must be (N, n) and values (N,), got {tuple(points.shape)}, "
-                         f"{tuple(normals.shape)} and {tuple(values.shape)}")
-    # each coordinate's direction of travel: the one that moves h towards 0
-    direction = -torch.sign(values)[:, None] * torch.sign(normals)
-    room = torch.where(direction > 0, 1 - points, points).clamp_min(0)
-    weight = normals.abs() * (direction != 0)
-    need = values.abs()
+    direction, room, weight, need = _towards_hyperplane(points, normals, values)
     room_sorted, order = room.sort(dim=1)
     weight_sorted = weight.gather(1, order)
     # at t = room_sorted[k]: h moves by Σ_{j<k} weight_j room_j + t · Σ_{j≥k} weight_j
@@ -73,13 +80,7 @@ def l2_step_to_hyperplane(points: torch.Tensor, normals: torch.Tensor, values: t
         points: (N, n) float in [0, 1]; normals: (N, n) the w of each row; values: (N,) h(p).
     Returns: (N, n) steps.
     """
-    if points.ndim != 2 or normals.shape != points.shape or values.shape != points.shape[:1]:
-        raise ValueError(f"points and normals must be (N, n) and values (N,), got {tuple(points.shape)}, "
-                         f"{tuple(normals.shape)} and {tuple(values.shape)}")
-    direction = -torch.sign(values)[:, None] * torch.sign(normals)
-    room = torch.where(direction > 0, 1 - points, points).clamp_min(0)
-    size = normals.abs() * (direction != 0)
-    need = values.abs()
+    direction, room, size, need = _towards_hyperplane(points, normals, values)
     # coordinates that do not move (w_i = 0) break at t = inf: sorted last, adding nothing
     breaks = torch.where(size > 0, room / size.clamp_min(1e-30), torch.full_like(room, math.inf))
     breaks_sorted, order = breaks.sort(dim=1)

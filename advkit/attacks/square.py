@@ -182,14 +182,20 @@ class Square(Attack):
                 if not bool(same.any()):
                     break
                 signs[same] = self.random_signs((int(same.sum()), c, 1, 1), device)
-            new_margin, new_loss = self.margin_and_loss(self.logits(candidate), labels[active])
-            lower = new_loss < loss[active]
-            take = lower | (new_margin <= 0)
-            moved = active[take]
-            x[moved] = candidate[take]
-            margin[moved] = new_margin[take]
-            loss[active[lower]] = new_loss[lower]
+            self.accept(candidate, active, labels, x, margin, loss)
         return x, margin <= 0, loss
+
+    def accept(self, candidate: torch.Tensor, active: torch.Tensor, labels: torch.Tensor, x: torch.Tensor,
+               margin: torch.Tensor, loss: torch.Tensor) -> None:
+        """Query ``candidate`` (the images ``active`` (n,) of ``x``) and keep it where the loss went
+        down or the image is fooled; ``x``, ``margin`` and ``loss`` (the lowest) updated in place."""
+        new_margin, new_loss = self.margin_and_loss(self.logits(candidate), labels[active])
+        lower = new_loss < loss[active]
+        take = lower | (new_margin <= 0)
+        moved = active[take]
+        x[moved] = candidate[take]
+        margin[moved] = new_margin[take]
+        loss[active[lower]] = new_loss[lower]
 
     def random_patterns(self, n: int, side: int, device: torch.device) -> torch.Tensor:
         """(n, 1, side, side) `l2_square_pattern`, each transposed with probability ½."""
@@ -262,13 +268,7 @@ class Square(Attack):
             updated[first] = new.permute(0, 2, 3, 1)
             updated = updated.permute(0, 3, 1, 2)
             candidate = (x0a + unit_l2(updated) * ea).clamp(0, 1)
-            new_margin, new_loss = self.margin_and_loss(self.logits(candidate), labels[active])
-            lower = new_loss < loss[active]
-            take = lower | (new_margin <= 0)
-            moved = active[take]
-            x[moved] = candidate[take]
-            margin[moved] = new_margin[take]
-            loss[active[lower]] = new_loss[lower]
+            self.accept(candidate, active, labels, x, margin, loss)
         return x, margin <= 0, loss
 
     def config(self) -> dict[str, Any]:
