@@ -9,6 +9,7 @@ makes it the check on defenses whose gradients are masked, approximated (BPDA) o
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -164,12 +165,8 @@ class Square(Attack):
         margin, loss = self.margin_and_loss(self.logits(x), labels)
         rows = torch.arange(h, device=device).view(1, 1, h, 1)
         cols = torch.arange(w, device=device).view(1, 1, 1, w)
-        for query in range(1, self.queries):
-            active = (margin > 0).nonzero().squeeze(1)
-            if active.numel() == 0:
-                break
+        for active, p in self.query_rounds(margin):
             n = active.numel()
-            p = square_fraction(query - 1, self.queries, self.p_init, self.rescale_schedule)
             side = min(max(round(math.sqrt(p * h * w)), 1), h - 1, w - 1) if min(h, w) > 1 else 1
             top = torch.randint(0, h - side + 1, (n,), generator=self._generator).to(device).view(n, 1, 1, 1)
             left = torch.randint(0, w - side + 1, (n,), generator=self._generator).to(device).view(n, 1, 1, 1)
@@ -184,6 +181,15 @@ class Square(Attack):
                 signs[same] = self.random_signs((int(same.sum()), c, 1, 1), device)
             self.accept(candidate, active, labels, x, margin, loss)
         return x, margin <= 0, loss
+
+    def query_rounds(self, margin: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
+        """For each query after the first: the images still not fooled by ``margin`` (B,) (updated
+        in place by `accept` between rounds) and the square's area fraction; ends when none are left."""
+        for query in range(1, self.queries):
+            active = (margin > 0).nonzero().squeeze(1)
+            if active.numel() == 0:
+                return
+            yield active, square_fraction(query - 1, self.queries, self.p_init, self.rescale_schedule)
 
     def accept(self, candidate: torch.Tensor, active: torch.Tensor, labels: torch.Tensor, x: torch.Tensor,
                margin: torch.Tensor, loss: torch.Tensor) -> None:
@@ -241,12 +247,8 @@ class Square(Attack):
             delta = self.random_signs((b, c, h, w), device)
         x = (x0 + unit_l2(delta) * eps_t).clamp(0, 1)
         margin, loss = self.margin_and_loss(self.logits(x), labels)
-        for query in range(1, self.queries):
-            active = (margin > 0).nonzero().squeeze(1)
-            if active.numel() == 0:
-                break
+        for active, p in self.query_rounds(margin):
             n = active.numel()
-            p = square_fraction(query - 1, self.queries, self.p_init, self.rescale_schedule)
             side = max(round(math.sqrt(p * h * w)), 3)
             side = min(side + 1 - side % 2, h, w)  # odd, as the paper's, and inside the image
             x0a, ea = x0[active], eps_t[active]
