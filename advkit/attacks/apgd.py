@@ -18,7 +18,6 @@ from advkit.attacks.base import Attack, check_counts, project_l2, project_linf, 
 from advkit.attacks.registry import register_attack
 
 LOSSES = ("ce", "dlr")
-NORMS = ("linf", "l2")
 
 
 def dlr_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -95,7 +94,7 @@ class APGD(Attack):
 
     name = "apgd"
     supports_eot = True
-    threat_norms = NORMS
+    threat_norms = ("linf", "l2")
 
     def __init__(
         self,
@@ -115,8 +114,6 @@ class APGD(Attack):
         check_counts(steps=steps, restarts=restarts)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; use {' or '.join(LOSSES)}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
         if loss == "dlr" and self.targeted:
             raise ValueError("targeted APGD uses the cross-entropy loss (the targeted DLR loss needs the true labels)")
         if not 0 < rho <= 1:
@@ -126,9 +123,7 @@ class APGD(Attack):
         self.eps = eps
         self.steps = steps
         self.loss = loss
-        self.norm = norm
-        if norm == "l2":
-            self.max_eps = math.inf  # an L2 radius may exceed 1 (an image's norm reaches √(C·H·W))
+        self.set_norm(norm)
         self.restarts = restarts
         self.rho = rho
         self.momentum = momentum

@@ -3,7 +3,6 @@ each on the images the earlier ones left correctly classified; robust accuracy i
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from torch import nn
@@ -17,7 +16,6 @@ from advkit.attacks.registry import register_attack
 from advkit.attacks.square import Square
 
 VERSIONS = ("standard", "fast", "rand")
-NORMS = ("linf", "l2")
 # AutoAttack's rand version averages each APGD gradient over this many draws of the model.
 RAND_EOT_SAMPLES = 20
 
@@ -51,18 +49,16 @@ class AutoAttack(MultiAttack):
 
     name = "autoattack"
     supports_targeted = False
-    threat_norms = NORMS
+    threat_norms = ("linf", "l2")
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, version: str = "standard", steps: int = 100,
                  n_targets: int = 9, queries: int = 5000, seed: int = 0, eot_samples: int | None = None,
                  norm: str = "linf", **kwargs: Any) -> None:
         if version not in VERSIONS:
             raise ValueError(f"unknown version {version!r}; use {', '.join(VERSIONS)}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
         if eot_samples is None:
             eot_samples = RAND_EOT_SAMPLES if version == "rand" else 1
-        common = {"eps": eps, "seed": seed, "norm": norm, **kwargs}
+        common = {"eps": eps, "seed": seed, "norm": norm, **kwargs}  # (each stage checks the norm)
         # Early stop is AutoAttack's economy on a deterministic model; with EOT an image whose mean
         # logits just crossed the boundary is still right under many single draws, so run on.
         apgd = {**common, "steps": steps, "eot_samples": eot_samples, "early_stop": eot_samples == 1}
@@ -76,9 +72,7 @@ class AutoAttack(MultiAttack):
         super().__init__(attacks, model, **kwargs)
         self.eps = eps
         self.version = version
-        self.norm = norm
-        if norm == "l2":
-            self.max_eps = math.inf
+        self.set_norm(norm)
 
     def label(self, attack: Attack) -> str:
         return f"apgd-{attack.loss}" if type(attack) is APGD else attack.name

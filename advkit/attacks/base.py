@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 import torch
@@ -200,6 +201,20 @@ class Attack(nn.Module):
                 grad_sum, loss_sum, logits_sum = grad_sum + grad, loss_sum + loss.detach(), logits_sum + logits.detach()
         n = self.eot_samples
         return grad_sum / n, loss_sum / n, logits_sum / n  # type: ignore[operator]
+
+    def set_norm(self, norm: str) -> None:
+        """Keep ``norm`` (one of the class's `threat_norms`) as ``self.norm``, else `ValueError`.
+        An L2 radius may exceed 1 (an image's L2 norm reaches √(C·H·W)), so L2 lifts ``max_eps``."""
+        if norm not in self.threat_norms:
+            raise ValueError(f"norm must be {' or '.join(repr(n) for n in self.threat_norms)}, got {norm!r}")
+        self.norm = norm
+        if norm == "l2":
+            self.max_eps = math.inf
+
+    def distance(self, delta: torch.Tensor) -> torch.Tensor:
+        """(B,) the size of each sample of ``delta`` (B, ...) in the attack's ``norm`` (L2 or L∞)."""
+        flat = delta.flatten(1)
+        return flat.norm(dim=1) if self.norm == "l2" else flat.abs().amax(1)
 
     def forward_takes(self, keyword: str) -> bool:
         """Whether ``forward`` takes ``keyword``: ``eps`` (a radius; the minimum-norm attacks take

@@ -17,9 +17,6 @@ from advkit.attacks.base import Attack, check_counts
 from advkit.attacks.boundary import nearest_boundary
 from advkit.attacks.registry import register_attack
 
-NORMS = ("l2", "linf")
-
-
 @register_attack
 class DeepFool(Attack):
     """DeepFool, L2 (the paper's) or L∞.
@@ -54,14 +51,9 @@ class DeepFool(Attack):
         check_counts(steps=steps)
         if not overshoot >= 0:
             raise ValueError(f"overshoot must be >= 0, got {overshoot}")
-        if norm not in NORMS:
-            raise ValueError(f"unknown norm {norm!r}; use {' or '.join(NORMS)}")
-        self.steps, self.overshoot, self.norm = steps, overshoot, norm
+        self.set_norm(norm)
+        self.steps, self.overshoot = steps, overshoot
         self.norms = torch.empty(0)
-
-    def distance(self, delta: torch.Tensor) -> torch.Tensor:
-        flat = delta.flatten(1)
-        return flat.norm(dim=1) if self.norm == "l2" else flat.abs().amax(1)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x0, labels = self.prepare_batch(images, labels)

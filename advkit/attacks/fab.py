@@ -98,9 +98,6 @@ def l2_step_to_hyperplane(points: torch.Tensor, normals: torch.Tensor, values: t
     return direction * torch.minimum(room, torch.where(size > 0, t * size, torch.zeros_like(size)))
 
 
-NORMS = ("linf", "l2")
-
-
 @register_attack
 class FAB(Attack):
     """FAB, L∞ or L2, untargeted: each step linearizes the boundary to every other class (one
@@ -132,18 +129,14 @@ class FAB(Attack):
     name = "fab"
     minimum_norm = True
     supports_targeted = False
-    threat_norms = NORMS
+    threat_norms = ("linf", "l2")
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, restarts: int = 1,
                  alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int = 0, norm: str = "linf",
                  **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         check_counts(steps=steps, restarts=restarts)
-        if norm not in NORMS:
-            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-        self.norm = norm
-        if norm == "l2":
-            self.max_eps = math.inf
+        self.set_norm(norm)
         if not 0 <= alpha_max <= 1:
             raise ValueError(f"alpha_max must lie in [0, 1], got {alpha_max}")
         if eta < 1:
@@ -172,11 +165,6 @@ class FAB(Attack):
         (B, C, H, W)."""
         x = x.detach().requires_grad_(True)
         return nearest_boundary(x, self.logits(x), labels, targets, dual_p=2 if self.norm == "l2" else 1)
-
-    def distance(self, delta: torch.Tensor) -> torch.Tensor:
-        """(B,) the size of each row of ``delta`` (B, ...) in the attack's norm."""
-        flat = delta.flatten(1)
-        return flat.norm(dim=1) if self.norm == "l2" else flat.abs().amax(1)
 
     def single_run(
         self, x0: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None, start: torch.Tensor | None

@@ -82,8 +82,7 @@ class HopSkipJump(Attack):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
-        if norm not in ("l2", "linf"):
-            raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+        self.set_norm(norm)
         check_counts(steps=steps, init_evals=init_evals, max_evals=max_evals, init_trials=init_trials,
                      eval_batch=eval_batch)
         if init_evals > max_evals:
@@ -92,7 +91,6 @@ class HopSkipJump(Attack):
             raise ValueError(f"gamma must be > 0, got {gamma}")
         if eps is not None and not eps >= 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
-        self.norm = norm
         self.steps, self.init_evals, self.max_evals, self.init_trials = steps, init_evals, max_evals, init_trials
         self.gamma = gamma
         self.eps = eps
@@ -115,11 +113,6 @@ class HopSkipJump(Attack):
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=images.device)
 
     # -- the three moves -----------------------------------------------------------------------
-
-    def distance(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        """(N,) distance of ``x`` from ``x0`` in the attack's norm."""
-        diff = (x - x0).flatten(1)
-        return diff.norm(dim=1) if self.norm == "l2" else diff.abs().amax(1)
 
     def blend(self, x0: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, norm: str) -> torch.Tensor:
         """The point at ``alpha`` (N,) between ``x0`` and ``x``: L2 the segment's (1−α)·x0 + α·x,
@@ -265,8 +258,8 @@ class HopSkipJump(Attack):
         theta = self.gamma / (d ** 1.5 if self.norm == "l2" else d ** 2)
         if rows.numel():
             x = self.binary_search(x0[rows], x, labels[rows], self.norm,
-                                   self.search_threshold(self.distance(x, x0[rows]), theta), queries, rows)
-            dist = self.distance(x, x0[rows])
+                                   self.search_threshold(self.distance(x - x0[rows]), theta), queries, rows)
+            dist = self.distance(x - x0[rows])
             out[rows], norms[rows] = x, dist
         for t in range(1, self.steps + 1):
             if rows.numel():
@@ -279,8 +272,8 @@ class HopSkipJump(Attack):
             update = self.estimate_direction(x, labels[rows], delta, evals, queries, rows)
             x = self.step_search(x, update, labels[rows], dist / math.sqrt(t), queries, rows)
             x = self.binary_search(x0[rows], x, labels[rows], self.norm,
-                                   self.search_threshold(self.distance(x, x0[rows]), theta), queries, rows)
-            dist = self.distance(x, x0[rows])
+                                   self.search_threshold(self.distance(x - x0[rows]), theta), queries, rows)
+            dist = self.distance(x - x0[rows])
             better = dist < norms[rows]
             out[rows[better]], norms[rows[better]] = x[better], dist[better]
         self.norms, self.queries = norms, queries

@@ -20,7 +20,6 @@ from advkit.attacks.base import Attack, check_counts, unit_l2
 from advkit.attacks.registry import register_attack
 
 LOSSES = ("margin", "ce")
-NORMS = ("linf", "l2")
 # Query counts (on a 10,000-query scale) after which the square's area fraction p halves again.
 P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -85,7 +84,7 @@ class Square(Attack):
 
     name = "square"
     black_box = True
-    threat_norms = NORMS
+    threat_norms = ("linf", "l2")
 
     def __init__(
         self,
@@ -102,11 +101,7 @@ class Square(Attack):
     ) -> None:
         super().__init__(model, **kwargs)
         check_counts(queries=queries, restarts=restarts)
-        if norm not in NORMS:
-            raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-        self.norm = norm
-        if norm == "l2":
-            self.max_eps = math.inf
+        self.set_norm(norm)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; use {' or '.join(LOSSES)}")
         if not 0 < p_init <= 1:
