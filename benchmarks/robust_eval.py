@@ -57,26 +57,17 @@ def torchattacks_attack(name: str, model: torch.nn.Module, eps: float, args: arg
         import torchattacks
     except ImportError:
         return None
-    if args.norm == "l2":
-        if name == "apgd-t":
-            return torchattacks.APGDT(model, norm="L2", eps=eps, steps=args.steps, n_classes=model.num_classes, seed=0)
-        if name == "fab-t":
-            fab = torchattacks.FAB(model, norm="L2", eps=eps, steps=args.steps, multi_targeted=True,
-                                   n_classes=model.num_classes, seed=0)
-            return lambda a, b: fab(a.contiguous(), b)
-        if name == "square":
-            square = torchattacks.Square(model, norm="L2", eps=eps, n_queries=args.queries, seed=0)
-            return lambda a, b: square(a.contiguous(), b)  # its L2 start views the images: needs contiguity
-        return torchattacks.APGD(model, norm="L2", eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), seed=0)
+    norm = "L2" if args.norm == "l2" else "Linf"
     if name == "square":
-        return torchattacks.Square(model, eps=eps, n_queries=args.queries, seed=0)
+        square = torchattacks.Square(model, norm=norm, eps=eps, n_queries=args.queries, seed=0)
+        return lambda a, b: square(a.contiguous(), b)  # its L2 start views the images: needs contiguity
     if name == "apgd-t":
-        return torchattacks.APGDT(model, eps=eps, steps=args.steps, n_classes=model.num_classes, seed=0)
+        return torchattacks.APGDT(model, norm=norm, eps=eps, steps=args.steps, n_classes=model.num_classes, seed=0)
     if name == "fab-t":
-        fab = torchattacks.FAB(model, eps=eps, steps=args.steps, multi_targeted=True, n_classes=model.num_classes,
-                               seed=0)
+        fab = torchattacks.FAB(model, norm=norm, eps=eps, steps=args.steps, multi_targeted=True,
+                               n_classes=model.num_classes, seed=0)
         return lambda a, b: fab(a.contiguous(), b)  # its targeted search views the gradient: needs contiguity
-    return torchattacks.APGD(model, eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), seed=0)
+    return torchattacks.APGD(model, norm=norm, eps=eps, steps=args.steps, loss=name.removeprefix("apgd-"), seed=0)
 
 
 def art_attack(name: str, model: torch.nn.Module, eps: float, x: torch.Tensor, args: argparse.Namespace,
