@@ -256,10 +256,15 @@ class HopSkipJump(Attack):
             x = x0[:0]
         d = x0[0].numel()
         theta = self.gamma / (d ** 1.5 if self.norm == "l2" else d ** 2)
+
+        def onto_boundary(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """Adversarial ``x`` of ``rows`` binary-searched back onto the boundary, and its distance."""
+            precision = self.search_threshold(self.distance(x - x0[rows]), theta)
+            x = self.binary_search(x0[rows], x, labels[rows], self.norm, precision, queries, rows)
+            return x, self.distance(x - x0[rows])
+
         if rows.numel():
-            x = self.binary_search(x0[rows], x, labels[rows], self.norm,
-                                   self.search_threshold(self.distance(x - x0[rows]), theta), queries, rows)
-            dist = self.distance(x - x0[rows])
+            x, dist = onto_boundary(x, rows)
             out[rows], norms[rows] = x, dist
         for t in range(1, self.steps + 1):
             if rows.numel():
@@ -271,9 +276,7 @@ class HopSkipJump(Attack):
             evals = min(int(self.init_evals * math.sqrt(t)), self.max_evals)
             update = self.estimate_direction(x, labels[rows], delta, evals, queries, rows)
             x = self.step_search(x, update, labels[rows], dist / math.sqrt(t), queries, rows)
-            x = self.binary_search(x0[rows], x, labels[rows], self.norm,
-                                   self.search_threshold(self.distance(x - x0[rows]), theta), queries, rows)
-            dist = self.distance(x - x0[rows])
+            x, dist = onto_boundary(x, rows)
             better = dist < norms[rows]
             out[rows[better]], norms[rows[better]] = x[better], dist[better]
         self.norms, self.queries = norms, queries
