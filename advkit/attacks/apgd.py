@@ -14,7 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, check_counts, project_l2, project_linf, unit_l2, unit_linf
+from advkit.attacks.base import (
+    Attack,
+    check_counts,
+    draw_on_unit_sphere,
+    project_l2,
+    project_linf,
+    unit_l2,
+    unit_linf,
+)
 from advkit.attacks.registry import register_attack
 
 LOSSES = ("ce", "dlr")
@@ -147,9 +155,7 @@ class APGD(Attack):
     def draw_start(self, shape: torch.Size) -> torch.Tensor:
         """Random start offsets in units of eps (CPU, from the attack's generator), on the ball's
         surface as in AutoAttack: L∞ from a uniform draw, L2 from a Gaussian one."""
-        if self.norm == "l2":
-            return unit_l2(torch.randn(shape, generator=self._generator))
-        return unit_linf(torch.rand(shape, generator=self._generator) * 2 - 1)
+        return draw_on_unit_sphere(shape, self.norm, self._generator)
 
     def to_sphere(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` scaled onto the unit sphere of the attack's norm (a given ``init``)."""

@@ -60,6 +60,15 @@ def unit_l2(x: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, x / norm, torch.zeros_like(x))
 
 
+def draw_on_unit_sphere(shape: torch.Size | tuple[int, ...], norm: str, generator: torch.Generator) -> torch.Tensor:
+    """Random points (CPU, from ``generator``) on the unit sphere of ``norm``, one per sample, as
+    AutoAttack's random starts: L∞ a uniform draw scaled to max |·| = 1, L2 a Gaussian one scaled
+    to norm 1."""
+    if norm == "l2":
+        return unit_l2(torch.randn(shape, generator=generator))
+    return unit_linf(torch.rand(shape, generator=generator) * 2 - 1)
+
+
 def project_l2(x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
     """``x`` pulled into the L2 ball of radius ``eps_t`` (B, 1, 1, 1) around ``x0`` (along x − x0),
     then clipped to [0, 1]."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, check_counts, unit_l2, unit_linf
+from advkit.attacks.base import Attack, check_counts, draw_on_unit_sphere
 from advkit.attacks.boundary import nearest_boundary
 from advkit.attacks.registry import register_attack
 from advkit.attacks.targets import next_ranked_targets
@@ -212,10 +212,7 @@ class FAB(Attack):
                     break
                 start = None
                 if restart:
-                    if self.norm == "l2":  # a Gaussian direction on the L2 sphere, as AutoAttack's
-                        noise = unit_l2(torch.randn(x0.shape, generator=self._generator).to(x0.device)[todo])
-                    else:
-                        noise = unit_linf(torch.rand(x0.shape, generator=self._generator).to(x0.device)[todo] * 2 - 1)
+                    noise = draw_on_unit_sphere(x0.shape, self.norm, self._generator).to(x0.device)[todo]
                     start = (x0[todo] + 0.5 * eps_t[todo] * noise).clamp(0, 1)
                 best, best_norm = self.single_run(x0[todo], labels[todo], None if targets is None else targets[todo],
                                                   start)
