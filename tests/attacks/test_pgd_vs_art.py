@@ -13,10 +13,11 @@ from advkit.models import create_classifier
 
 
 @pytest.mark.slow
-# 2e-3 with SPEC's 40 steps; at 8/255 both attacks fool every image within 10 steps (so agreement
-# there would say nothing): 5 steps leave ~15 % standing. gen-adv's CLI test checks that PGD-40 at
-# 8/255 leaves < 2 % correct.
-@pytest.mark.parametrize(("eps", "steps"), [(2e-3, 40), (8 / 255, 5)])
+# SPEC's step eps/30. At 2e-3, 20 steps (measured: 30 % success for both; with SPEC's 40 steps 38 %
+# and 39 %, at twice the time; docs/results.md). At 8/255 both attacks fool every image within 10
+# steps (so agreement there would say nothing): 5 steps leave ~15 % standing. gen-adv's CLI test
+# checks that PGD-40 at 8/255 leaves < 2 % correct.
+@pytest.mark.parametrize(("eps", "steps"), [(2e-3, 20), (8 / 255, 5)])
 def test_success_rate_matches_art(eps, steps, cifar_first_100, weights_dir):
     art_cls = pytest.importorskip("art.estimators.classification")
     art_evasion = pytest.importorskip("art.attacks.evasion")

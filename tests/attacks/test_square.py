@@ -78,9 +78,11 @@ def test_square_arguments(linear):
 
 
 def test_square_matches_torchattacks(resnet20_cifar):
-    """Same budget: robust accuracy within 4 points of torchattacks' Square (other random squares)."""
+    """Same budget, 5 images per class: robust accuracy within 4 points of torchattacks' Square
+    (other random squares; measured with seeds 0, 1, 2: 0.76 / 0.74, 0.74 / 0.74, 0.72 / 0.74)."""
     torchattacks = pytest.importorskip("torchattacks")
     model, x, y = resnet20_cifar
+    x, y = x[::2], y[::2]
     eps, queries = 2 / 255, 100
     ours = Square(model, eps=eps, queries=queries)(x, y)
     with torch.random.fork_rng():

@@ -18,15 +18,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 # (batch, channels, H, W, K, G, padding, dtype, channels_last). 4×8 tiles (the interpreter's
 # config) on 7×9 images exercise partial tiles in both directions; C = 5 exercises two channel blocks.
+# The interpreter's time grows with the number of programs, so two cases (one per memory format)
+# carry the batch index arithmetic and the rest run one image.
 INTERPRETED_CASES = [
     (2, 3, 7, 9, 3, 3, "zeros", "float32", False),
-    (2, 3, 7, 9, 3, 3, "reflect", "float32", False),
-    (2, 3, 7, 9, 3, 3, "replicate", "float32", False),
-    (2, 3, 7, 9, 5, 3, "reflect", "float32", True),
-    (2, 3, 7, 9, 3, 1, "replicate", "float32", False),
-    (2, 3, 7, 9, 5, 1, "zeros", "float32", True),
+    (1, 3, 7, 9, 3, 3, "reflect", "float32", False),
+    (1, 3, 7, 9, 3, 3, "replicate", "float32", False),
+    (1, 3, 7, 9, 5, 3, "reflect", "float32", True),
+    (1, 3, 7, 9, 3, 1, "replicate", "float32", False),
+    (1, 3, 7, 9, 5, 1, "zeros", "float32", True),
     (1, 3, 5, 6, 1, 3, "zeros", "float32", False),
-    (2, 5, 7, 9, 3, 1, "reflect", "bfloat16", False),
+    (1, 5, 7, 9, 3, 1, "reflect", "bfloat16", False),
     (2, 5, 7, 9, 3, 5, "replicate", "bfloat16", True),
 ]
 
