@@ -283,6 +283,19 @@ class NpzSource(ArraySource):
         self._sha256: str | None = None
 
     def _load_npz(self) -> tuple[np.ndarray, np.ndarray]:
+        # np.load reads a zip archive as .npz, a .npy header as one bare array and anything else
+        # as a pickle (refused): only the first is a dataset, so the others are named here.
+        try:
+            with open(self.path, "rb") as f:
+                magic = f.read(6)
+        except OSError as exc:
+            raise DataSourceError(f"{self.path}: cannot read ({exc.strerror or exc})") from exc
+        if magic == b"\x93NUMPY":
+            raise DataSourceError(f"{self.path}: a single .npy array, not an .npz archive; "
+                                  "save x (N, H, W, 3) uint8 and y (N,) with numpy.savez")
+        if not magic.startswith(b"PK"):
+            raise DataSourceError(f"{self.path}: not an .npz archive (no zip header); "
+                                  "expected numpy.savez's x (N, H, W, 3) uint8 and y (N,)")
         try:
             with np.load(self.path, allow_pickle=False) as data:
                 missing = [k for k in ("x", "y") if k not in data.files]
@@ -295,7 +308,7 @@ class NpzSource(ArraySource):
                 names = [str(s) for s in data["class_names"]] if "class_names" in data.files else None
         except DataSourceError:
             raise
-        except (OSError, ValueError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001  (a damaged member fails in zipfile, zlib, numpy's header parser...)
             raise DataSourceError(f"{self.path}: not a readable .npz file ({' '.join(str(exc).split())})") from exc
         if y.ndim == 2 and y.shape[1] == 1:  # (N, 1) column vectors, as some exporters write
             y = y[:, 0]

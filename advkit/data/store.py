@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,6 +194,23 @@ def _is_held_by_writer(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and _HELD_BY_WRITER in str(exc)
 
 
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn HDF5's errors on reading a damaged file into one-line `StoreFormatError`s.
+
+    A file whose header opens may still hold damaged object headers (h5py raises KeyError on a
+    metadata checksum) or chunks (OSError from a failing decompression filter); these surface only
+    when the damaged part is read.
+    """
+    try:
+        yield
+    except (OSError, KeyError, RuntimeError) as exc:
+        if _is_held_by_writer(exc):
+            raise
+        reason = " ".join(str(exc).strip("'\" ").split()) or type(exc).__name__
+        raise StoreFormatError(f"{path} is damaged: cannot read {what} ({reason})") from exc
+
+
 class PairStore:
     """Read-only access to a pair store (validated on open).
 
@@ -203,8 +222,9 @@ class PairStore:
         self.path = Path(path)
         self._file = open_h5(self.path, "r")
         try:
-            _validate(self._file, self.path)
-            self.info = self._read_info()
+            with reading(self.path, "its layout"):
+                _validate(self._file, self.path)
+                self.info = self._read_info()
         except BaseException:
             self._file.close()
             raise
@@ -255,12 +275,14 @@ class PairStore:
         """A whole per-row field (``label``, ``eps``, ``pred_adv``, ...) as a NumPy array."""
         if name not in ROW_FIELDS:
             raise KeyError(f"unknown row field {name!r}; fields: {', '.join(ROW_FIELDS)}")
-        return self._file[name][...]
+        with reading(self.path, f"field {name!r}"):
+            return self._file[name][...]
 
     def raw(self, rows: slice | Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(clean uint8 (n, H, W, 3), delta float16 (n, H, W, 3)) for the given rows."""
         rows = _as_h5_index(rows)
-        return self._file["clean"][rows], self._file["delta"][rows]
+        with reading(self.path, f"rows {_describe_rows(rows)}"):
+            return self._file["clean"][rows], self._file["delta"][rows]
 
     def images(self, rows: slice | Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(clean, adv) float32 (n, 3, H, W) in [0, 1] for the given rows."""
@@ -309,6 +331,19 @@ class PairStore:
             "advkit_version": info.advkit_version,
             "per_eps": per_eps,
         }
+
+
+def _check_deflated(chunk: bytes, path: Path, what: str) -> None:
+    try:
+        zlib.decompress(chunk)
+    except zlib.error as exc:
+        raise StoreFormatError(f"{path} is damaged: cannot read {what} ({exc})") from exc
+
+
+def _describe_rows(rows: slice | np.ndarray) -> str:
+    if isinstance(rows, slice):
+        return f"{rows.start or 0}..{'end' if rows.stop is None else rows.stop - 1}"
+    return f"{rows[0]}..{rows[-1]}" if len(rows) else "(none)"
 
 
 def _as_h5_index(rows: slice | Sequence[int] | np.ndarray) -> slice | np.ndarray:
@@ -563,8 +598,9 @@ class PairDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, float]:
         row = int(self.rows[i])
         f = self._h5()
-        clean_u8 = f["clean"][row]
-        delta = f["delta"][row]
+        with reading(self.path, f"row {row}"):
+            clean_u8 = f["clean"][row]
+            delta = f["delta"][row]
         clean = torch.from_numpy(clean_u8).float().div_(255).permute(2, 0, 1).contiguous()
         adv = reconstruct_adv(clean_u8, delta)
         return adv, clean, int(self.labels[i]), float(self.eps[i])
@@ -657,10 +693,16 @@ def merge_stores(
                         with open_h5(path, "r") as src:
                             sds = src[name]
                             if image and sds.chunks == (1, *tail) and sds.compression == "gzip" and sds.shuffle:
+                                # compressed chunks copied as they are (no recompression); the
+                                # zlib stream's checksum still catches a damaged one
                                 for r in range(info.rows):
-                                    filter_mask, chunk = sds.id.read_direct_chunk((r, 0, 0, 0))
+                                    with reading(path, f"row {r} of {name!r}"):
+                                        filter_mask, chunk = sds.id.read_direct_chunk((r, 0, 0, 0))
+                                    if filter_mask == 0:
+                                        _check_deflated(chunk, path, f"row {r} of {name!r}")
                                     ds.id.write_direct_chunk((offset + r, 0, 0, 0), chunk, filter_mask)
                             else:
-                                ds[offset : offset + info.rows] = sds[...]
+                                with reading(path, repr(name)):
+                                    ds[offset : offset + info.rows] = sds[...]
     with PairStore(out) as merged:
         return merged.summary()

@@ -16,6 +16,7 @@ import torch
 
 from advkit.errors import CheckpointError
 from advkit.models.denoisers import DENOISER_ARCHS, Denoiser, create_denoiser
+from advkit.models.weights import load_state_strictly
 from advkit.utils import atomic_path
 
 CONFIG_KEY = "advkit_denoiser_config"
@@ -112,9 +113,5 @@ def load_denoiser(
         state = load_file(str(weights), device=str(map_location))
     except Exception as exc:  # noqa: BLE001  (safetensors raises its own error types)
         raise CheckpointError(f"{weights}: truncated or corrupt weights ({type(exc).__name__}: {exc})") from exc
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{weights}: weights do not fit the {found_arch} config ({first})") from exc
+    load_state_strictly(model, state, f"{weights}: weights do not fit the {found_arch} config")
     return model.eval()

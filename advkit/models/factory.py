@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from advkit.errors import CheckpointError, WeightsNotFoundError
+from advkit.errors import WeightsNotFoundError
 from advkit.models.classifier import Classifier
 from advkit.models.registry import get_model_spec
-from advkit.models.weights import find_weights
+from advkit.models.weights import find_weights, load_state_strictly
 from advkit.utils import sha256_file
 
 
@@ -42,11 +42,7 @@ def create_classifier(
                 f"$ADVKIT_HOME/weights/ or a folder listed in $ADVKIT_WEIGHTS_DIRS "
                 f"(expected: {spec.weight_hint})"
             )
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"weights in {path} do not fit {name}: {first}") from exc
+        load_state_strictly(net, state, f"weights in {path} do not fit {name}")
         sha = sha256_file(path) if path.is_file() else None
     model = Classifier(
         net,

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from advkit.errors import CheckpointError
 
@@ -92,3 +93,35 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def state_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """One line on how ``state`` fails to fit ``model`` ("" when it fits): how many tensors are
+    missing, unexpected or of another shape, each with its first example. PyTorch's own message
+    lists every key over many lines."""
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in state]
+    unexpected = [k for k in state if k not in ours]
+    reshaped = [k for k in ours if k in state and state[k].shape != ours[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of {len(ours)} tensors missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if reshaped:
+        k = reshaped[0]
+        parts.append(f"{len(reshaped)} of another shape (e.g. {k}: {tuple(state[k].shape)} where "
+                     f"{tuple(ours[k].shape)} is needed)")
+    return "; ".join(parts)
+
+
+def load_state_strictly(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``model.load_state_dict(state, strict=True)``, raising `CheckpointError` ("``what``: ...")
+    with a one-line account of the mismatch instead of PyTorch's multi-line one."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        # (after the attempt: modules may accept what a key comparison would not, e.g. BatchNorm
+        # fills in num_batches_tracked, absent from older checkpoints)
+        problem = state_mismatch(model, state) or str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{what}: {problem}") from exc

@@ -294,3 +294,29 @@ def test_store_info_on_bad_files(tmp_path):
     (tmp_path / "x.h5").write_text("hello")
     _assert_one_line_error(run("store", "info", str(tmp_path / "x.h5")), "not a readable HDF5")
     _assert_one_line_error(run("store", "info", str(tmp_path / "missing.h5")), "not found")
+
+
+def test_damaged_inputs_are_one_line_and_write_nothing(tmp_path, cifar_test_npz, weights_dir):
+    """A store with a damaged image chunk (read by defend, train-denoiser, merge) and a cut .npz: one
+    line on stderr each, no traceback, no "internal error", no output left behind."""
+    import h5py
+
+    store = tmp_path / "in" / "s.h5"
+    common = ["--model", "resnet20", "--eps", "1e-3", "--limit", "4", "--steps", "1"]
+    assert run("gen-adv", "--data", str(cifar_test_npz), *common, "--out", str(store)).exit_code == 0
+    with h5py.File(store, "r") as f:
+        chunk = f["delta"].id.get_chunk_info(1)
+    data = bytearray(store.read_bytes())
+    middle = chunk.byte_offset + chunk.size // 2
+    data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+    store.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    _assert_one_line_error(run("defend", str(store), str(out / "d.h5"), "--model", "resnet20"), "s.h5 is damaged")
+    _assert_one_line_error(run("train-denoiser", "--train", str(store), "--out", str(out / "t"), "--epochs", "1",
+                               "--width", "4"), "s.h5 is damaged")
+    _assert_one_line_error(run("store", "merge", str(out / "m.h5"), str(store)), "s.h5 is damaged")
+    cut = tmp_path / "in" / "cut.npz"
+    cut.write_bytes(cifar_test_npz.read_bytes()[:100_000])
+    _assert_one_line_error(run("gen-adv", "--data", str(cut), *common, "--out", str(out / "g.h5")),
+                           "cut.npz: not a readable .npz file")
+    assert not out.exists() or not any(out.rglob("*"))

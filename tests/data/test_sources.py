@@ -87,6 +87,26 @@ def test_bad_npz_files(tmp_path):
     np.savez(tmp_path / "obj.npz", x=np.array([object()] * 2, dtype=object), y=np.zeros(2))
     with pytest.raises(DataSourceError, match="not a readable .npz"):
         open_source(tmp_path / "obj.npz")
+    # not an archive: np.load would read a .npy as a bare array and anything else as a (refused) pickle
+    np.save(tmp_path / "bare.npy", np.zeros((2, 4, 4, 3), np.uint8))
+    (tmp_path / "bare.npy").rename(tmp_path / "bare.npz")
+    with pytest.raises(DataSourceError, match="a single .npy array, not an .npz archive"):
+        open_source(tmp_path / "bare.npz")
+    for name, content in (("empty.npz", b""), ("text.npz", b"x,y\n1,2\n")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataSourceError, match="not an .npz archive"):
+            open_source(tmp_path / name)
+    # damaged archives: cut short, or a member's compressed bytes changed
+    np.savez_compressed(tmp_path / "ok.npz", x=np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3),
+                        y=np.zeros(2, np.int64))
+    data = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    start = data.index(b"x.npy") + 5  # the first member's compressed bytes follow its name
+    (tmp_path / "flipped.npz").write_bytes(data[:start] + bytes(b ^ 0xFF for b in data[start:start + 40])
+                                           + data[start + 40:])
+    for name in ("cut.npz", "flipped.npz"):
+        with pytest.raises(DataSourceError, match="not a readable .npz"):
+            open_source(tmp_path / name).load([0, 1])
     np.savez(tmp_path / "flat.npz", x=np.zeros((2, 12), np.uint8), y=np.zeros(2, np.int64))
     with pytest.raises(DataSourceError, match=r"\(N, H, W, 3\)"):
         open_source(tmp_path / "flat.npz")

@@ -116,6 +116,38 @@ def test_validation_messages(tmp_path):
         PairStore(tmp_path / "trunc.h5")
 
 
+def _damage(path, offset, size):
+    """Invert ``size`` bytes of the file at ``offset``."""
+    data = bytearray(path.read_bytes())
+    data[offset : offset + size] = bytes(b ^ 0xFF for b in data[offset : offset + size])
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_stores_fail_with_one_line(tmp_path):
+    """A file whose superblock opens but whose parts are damaged: the damage surfaces when the part is
+    read, as a StoreFormatError naming it, never as h5py's OSError or KeyError."""
+    _write_store(tmp_path / "s.h5")
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        chunk = f["delta"].id.get_chunk_info(2)  # row 2's compressed image
+        header = h5py.h5o.get_info(f["label"].id).addr  # the label dataset's (checksummed) object header
+    for name, offset, size in (("chunk", chunk.byte_offset + chunk.size // 2, 8), ("header", header + 8, 8)):
+        damaged = tmp_path / f"{name}.h5"
+        damaged.write_bytes((tmp_path / "s.h5").read_bytes())
+        _damage(damaged, offset, size)
+        if name == "header":
+            with pytest.raises(StoreFormatError, match=r"header.h5 is damaged: cannot read its layout \(.*checksum"):
+                PairStore(damaged)
+            continue
+        with PairStore(damaged) as store:
+            store.images(slice(0, 2))  # undamaged rows still read
+            with pytest.raises(StoreFormatError, match=r"chunk.h5 is damaged: cannot read rows 0..end"):
+                store.images(slice(None))
+            with pytest.raises(StoreFormatError, match="cannot read rows 2..3"):
+                store.raw([2, 3])
+        with pytest.raises(StoreFormatError, match="cannot read row 2"):
+            PairDataset(damaged)[2]
+
+
 def test_resume_with_different_config_is_refused(tmp_path):
     w = PairStoreWriter.create(
         tmp_path / "p.h5", rows=2, image_shape=(4, 4, 3), source={}, model="m", attack={}, seed=0,
@@ -155,4 +187,11 @@ def test_merge_copies_and_virtual(tmp_path):
             assert list(m.field("source_index")) == list(range(7))
     with pytest.raises(StoreFormatError, match="complete run"):
         merge_stores(tmp_path / "x.h5", [tmp_path / "a.h5"])
+    assert not (tmp_path / "x.h5").exists()
+    # chunks are copied compressed, as they are: a damaged one is caught by its zlib checksum
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        chunk = f["clean"].id.get_chunk_info(1)
+    _damage(tmp_path / "b.h5", chunk.byte_offset + chunk.size // 2, 4)
+    with pytest.raises(StoreFormatError, match=r"b.h5 is damaged: cannot read row 1 of 'clean'"):
+        merge_stores(tmp_path / "x.h5", [tmp_path / "a.h5", tmp_path / "b.h5"])
     assert not (tmp_path / "x.h5").exists()

@@ -90,8 +90,15 @@ def test_imagenet_model_with_user_weights_file(tmp_path):
 
 def test_wrong_and_pickled_weights_fail_cleanly(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError, match="do not fit resnet20"):
+    with pytest.raises(CheckpointError, match="do not fit resnet20") as caught:
         create_classifier("resnet20", weights=tmp_path / "bad.pt")
+    # one line that counts what is wrong, not PyTorch's list of every key
+    message = str(caught.value)
+    assert "\n" not in message and "115 of 116 tensors missing (e.g. bn1.weight)" in message
+    assert "1 of another shape (e.g. conv1.weight: (1,) where (16, 3, 3, 3) is needed)" in message
+    torch.save(create_classifier("resnet32", pretrained=False).net.state_dict(), tmp_path / "r32.pt")
+    with pytest.raises(CheckpointError, match=r"do not fit resnet20: \d+ unexpected \(e.g. layer1.3.conv1.weight\)$"):
+        create_classifier("resnet20", weights=tmp_path / "r32.pt")
     (tmp_path / "trunc.pt").write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(CheckpointError, match="cannot load"):
         create_classifier("resnet20", weights=tmp_path / "trunc.pt")
