@@ -167,8 +167,30 @@ def train_denoiser(
 ) -> dict[str, Any]:
     """Train the denoiser ``cfg`` describes; write ``best``/``last`` checkpoints to ``cfg.out``.
 
-    Returns the training record (config, per-epoch history, best validation metrics).
+    Returns the training record (config, per-epoch history, best validation metrics). A run that
+    fails before it saved anything leaves no empty ``cfg.out`` folder behind.
     """
+    out = Path(cfg.out)
+    made_here = not out.exists()
+    try:
+        return _train_denoiser(cfg, device=device, resume=resume, overwrite=overwrite, classifier=classifier,
+                               on_progress=on_progress, on_epoch=on_epoch)
+    except BaseException:
+        if made_here and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _train_denoiser(
+    cfg: TrainConfig,
+    *,
+    device: torch.device | str,
+    resume: bool,
+    overwrite: bool,
+    classifier: nn.Module | None,
+    on_progress: Callable[[int, int], None] | None,
+    on_epoch: Callable[[EpochReport], None] | None,
+) -> dict[str, Any]:
     cfg.validate()
     device = torch.device(device)
     rank, world = init_distributed(device)

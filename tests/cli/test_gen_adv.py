@@ -306,6 +306,8 @@ def test_damaged_inputs_are_one_line_and_write_nothing(tmp_path, cifar_test_npz,
     assert run("gen-adv", "--data", str(cifar_test_npz), *common, "--out", str(store)).exit_code == 0
     with h5py.File(store, "r") as f:
         chunk = f["delta"].id.get_chunk_info(1)
+    good = store.with_name("good.h5")
+    good.write_bytes(store.read_bytes())
     data = bytearray(store.read_bytes())
     middle = chunk.byte_offset + chunk.size // 2
     data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
@@ -314,6 +316,9 @@ def test_damaged_inputs_are_one_line_and_write_nothing(tmp_path, cifar_test_npz,
     _assert_one_line_error(run("defend", str(store), str(out / "d.h5"), "--model", "resnet20"), "s.h5 is damaged")
     _assert_one_line_error(run("train-denoiser", "--train", str(store), "--out", str(out / "t"), "--epochs", "1",
                                "--width", "4"), "s.h5 is damaged")
+    # a damaged validation store surfaces after the first epoch: the folder the run made goes too
+    _assert_one_line_error(run("train-denoiser", "--train", str(good), "--val", str(store), "--out", str(out / "t"),
+                               "--epochs", "1", "--width", "4"), "s.h5 is damaged")
     _assert_one_line_error(run("store", "merge", str(out / "m.h5"), str(store)), "s.h5 is damaged")
     cut = tmp_path / "in" / "cut.npz"
     cut.write_bytes(cifar_test_npz.read_bytes()[:100_000])
