@@ -254,7 +254,7 @@ class HopSkipJump(Attack):
             rows, x = rows[found], points[found]
         else:
             x = x0[:0]
-        d = x0[0].numel()
+        d = math.prod(x0.shape[1:])
         theta = self.gamma / (d ** 1.5 if self.norm == "l2" else d ** 2)
 
         def onto_boundary(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -85,6 +85,9 @@ def test_uniform_contract(tiny, name):
         dist = (adv - x).flatten(1)
         size = dist.norm(dim=1) if attack.threat_norms == ("l2",) else dist.abs().amax(1)  # (no L1 default radius)
         assert (size <= eps + 1e-5).all(), (name, size)
+    # an empty batch (the last batch of an exact split, a filter that kept nothing) is no error
+    empty = attack(x[:0], y[:0])
+    assert empty.shape == (0, 3, 8, 8)
 
 
 def test_noise_and_pasadena_build_by_name(tiny):
