@@ -53,14 +53,24 @@ class AdvFilter(nn.Module):
     def arch(self) -> str:
         return self.denoiser.arch
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def _weights_dtype(self, images: torch.Tensor) -> torch.dtype:
         check_value_range(images)
-        return self.denoiser(images, clamp=True)
+        if not images.is_floating_point():
+            raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
+        return next(self.denoiser.parameters()).dtype
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # Computed in the weights' dtype and returned in the input's, as the classical defenses
+        # return it (a float64 batch, e.g. from a gradcheck or an ART pipeline, is not an error).
+        dtype = self._weights_dtype(images)
+        return self.denoiser(images.to(dtype), clamp=True).to(images.dtype)
 
     def forward_all(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """PA-Filt's parts (out, sl, m, uncertainty, weight); other archs give only ``out``."""
         if isinstance(self.denoiser, PAFilt):
-            return self.denoiser.forward_all(images, clamp=True)
+            dtype = self._weights_dtype(images)
+            parts = self.denoiser.forward_all(images.to(dtype), clamp=True)
+            return {name: part.to(images.dtype) for name, part in parts.items()}
         return {"out": self(images)}
 
     @torch.no_grad()

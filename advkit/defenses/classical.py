@@ -97,6 +97,8 @@ class ARTInputDefense(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"{self.name}: expected images (B, 3, H, W), got {tuple(images.shape)}")
         check_value_range(images, f"{self.name}: images")
+        if images.shape[0] == 0:  # (ART's preprocessors fail on an empty batch)
+            return images.clone()
         if torch.is_grad_enabled() and images.requires_grad:
             return _BPDA.apply(images, self)
         self.draw = self.new_draw()

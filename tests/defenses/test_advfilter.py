@@ -75,13 +75,20 @@ def test_unknown_names_and_bad_paths(tmp_path):
         AdvFilter(str(tmp_path / "missing.safetensors"))
 
 
-@pytest.mark.parametrize("name", ["jpeg", "smoothing", "bitdepth", "tvm", "none", "advfilter", "pafilt"])
+@pytest.mark.parametrize("name", ["jpeg", "smoothing", "bitdepth", "tvm", "gaussian", "none", "advfilter", "pafilt"])
 def test_create_defense_shares_one_interface(name):
     d = create_defense(name)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         y = d(x)
+        # the input's dtype comes back (a learned denoiser computes in its weights' float32),
+        # and an empty batch is no error
+        y64 = d(x.double())
+        assert d(x[:0]).shape == (0, 3, 32, 32)
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert y64.dtype == torch.float64
+    if name not in ("gaussian", "tvm"):  # (random draws)
+        torch.testing.assert_close(y64.float(), y, atol=1e-5, rtol=0)
     assert is_differentiable(d) == (name not in ("jpeg", "bitdepth", "tvm"))
     if name != "none":  # images on the wrong scale are refused, not clamped into nonsense
         with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*divide by 255"):
