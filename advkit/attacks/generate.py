@@ -30,6 +30,7 @@ from advkit.attacks.base import Attack
 from advkit.attacks.registry import attack_parameters, get_attack, list_attacks, parse_attack_options
 from advkit.data.store import PairStore, PairStoreWriter, quantize_delta, reconstruct_adv
 from advkit.errors import OutputError, OutputExistsError, StoreFormatError, UsageError
+from advkit.models.classifier import strict_fp32_predictions
 
 ADVFILTER_EPS_GRID = (1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 5e-3, 1e-2, 3e-2, 5e-2, 1e-1, 3e-1, 5e-1)
 EPS_GRIDS = {"advfilter": ADVFILTER_EPS_GRID}
@@ -380,9 +381,4 @@ def _predict(model: torch.nn.Module | None, images: torch.Tensor) -> np.ndarray 
     """Strict-fp32 predictions (the stored ``pred_*`` fields never depend on the attack precision)."""
     if model is None:
         return None
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        return model(images.float()).argmax(1).cpu().numpy().astype(np.int64)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    return strict_fp32_predictions(model, images).cpu().numpy().astype(np.int64)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,6 +289,101 @@ class PairStore:
         clean_u8, delta = self.raw(rows)
         clean = torch.from_numpy(clean_u8).float().div_(255).permute(0, 3, 1, 2).contiguous()
         return clean, reconstruct_adv(clean_u8, delta)
+
+    def verify(
+        self,
+        *,
+        classifier: torch.nn.Module | None = None,
+        batch_rows: int = 1024,
+        device: torch.device | str = "cpu",
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Read every row and check what the format promises of the done ones.
+
+        Opening a store reads only its layout; a damaged chunk surfaces when its rows are read, so
+        this reads them all (chunk by chunk where a batch fails, to name each damaged row). Checks:
+        ``unreadable`` (a chunk that does not decompress), ``non_finite`` (a NaN or inf in delta),
+        ``outside_ball`` (‖delta‖∞ > eps, for stores of an L∞ attack: the writer rounds every delta
+        into its ball, so this holds exactly), ``outside_range`` (clean/255 + delta off [0, 1] by
+        more than float16 rounding), ``bad_eps`` (eps not finite and > 0), ``bad_label`` and
+        ``bad_prediction`` (outside [-1, classes)). With ``classifier`` (the store's model), also
+        ``prediction_mismatch``: rows whose stored image the model (strict fp32) does not assign
+        the stored ``pred_adv``.
+
+        Returns {"path", "rows", "rows_done", "complete", "checked": [...], "problems": {check:
+        {"rows": count, "first": [up to 10 rows]}}, "ok": bool}.
+        """
+        f, n = self._file, self.info.rows
+        done = self.field("done")
+        label, eps = self.field("label"), self.field("eps")
+        pred_clean, pred_adv = self.field("pred_clean"), self.field("pred_adv")
+        attack = self.info.attack if isinstance(self.info.attack, dict) else {}
+        # gen-adv's stores of an L∞ attack; a defended store (defend) and attack-denoise's hold
+        # deltas that no radius bounds, and noise pairs hold sigma as their radius
+        bounded = (attack.get("norm") == "linf" and attack.get("name") != "noise"
+                   and "defense" not in f.attrs and "clean_is" not in f.attrs)
+        classes = len(self.info.class_names) if self.info.class_names else None
+        found: dict[str, list[int]] = {}
+
+        def flag(check: str, rows: np.ndarray) -> None:
+            if rows.size:
+                found.setdefault(check, []).extend(int(r) for r in rows)
+
+        good_eps = np.isfinite(eps) & (eps > 0)
+        flag("bad_eps", np.flatnonzero(done & ~good_eps))
+        if classes is not None:
+            flag("bad_label", np.flatnonzero(done & ((label < -1) | (label >= classes))))
+            flag("bad_prediction", np.flatnonzero(done & ((pred_clean < -1) | (pred_clean >= classes)
+                                                         | (pred_adv < -1) | (pred_adv >= classes))))
+        if classifier is not None:
+            classifier = classifier.to(device).eval()
+        for start in range(0, n, batch_rows):
+            stop = min(start + batch_rows, n)
+            try:
+                clean_u8, delta = self.raw(slice(start, stop))
+                readable = np.arange(start, stop)
+            except StoreFormatError:
+                readable_rows, cleans, deltas = [], [], []
+                for row in range(start, stop):
+                    try:
+                        c, d = f["clean"][row], f["delta"][row]
+                    except (OSError, KeyError, RuntimeError):
+                        flag("unreadable", np.array([row]))
+                        continue
+                    readable_rows.append(row)
+                    cleans.append(c)
+                    deltas.append(d)
+                if not readable_rows:
+                    continue
+                readable = np.asarray(readable_rows)
+                clean_u8, delta = np.stack(cleans), np.stack(deltas)
+            keep = done[readable]
+            rows, clean_u8, delta = readable[keep], clean_u8[keep], delta[keep].astype(np.float32)
+            if rows.size:
+                flat = delta.reshape(len(rows), -1)
+                finite = np.isfinite(flat).all(1)
+                flag("non_finite", rows[~finite])
+                if bounded:
+                    flag("outside_ball", rows[finite & good_eps[rows] & (np.abs(flat).max(1) > eps[rows])])
+                adv = clean_u8.reshape(len(rows), -1).astype(np.float32) / 255 + flat
+                slack = 1e-3  # float16 rounding of a delta of up to 1: 2⁻¹¹
+                flag("outside_range", rows[finite & ((adv.min(1) < -slack) | (adv.max(1) > 1 + slack))])
+                if classifier is not None:
+                    with torch.no_grad():
+                        from advkit.models.classifier import strict_fp32_predictions
+
+                        images = reconstruct_adv(clean_u8, delta.astype(np.float16)).to(device)
+                        pred = strict_fp32_predictions(classifier, images).cpu().numpy()
+                    stored = pred_adv[rows]
+                    flag("prediction_mismatch", rows[(stored >= 0) & (pred != stored)])
+            if on_progress is not None:
+                on_progress(stop, n)
+        checked = ["unreadable", "non_finite", *(["outside_ball"] if bounded else []), "outside_range", "bad_eps",
+                   *(["bad_label", "bad_prediction"] if classes is not None else []),
+                   *(["prediction_mismatch"] if classifier is not None else [])]
+        problems = {check: {"rows": len(set(rows)), "first": sorted(set(rows))[:10]} for check, rows in found.items()}
+        return {"path": str(self.path), "rows": n, "rows_done": int(done.sum()), "complete": self.info.complete,
+                "checked": checked, "problems": problems, "ok": not problems}
 
     def eps_grid(self) -> list[float]:
         """The distinct radii in the store, ascending."""

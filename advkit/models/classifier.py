@@ -62,3 +62,15 @@ class Classifier(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, dataset={self.dataset!r}"
+
+
+def strict_fp32_predictions(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``model(images).argmax(1)`` in strict float32 (TF32 off for the call): the predictions pair
+    stores hold, which never depend on an attack's precision or the GPU's matmul setting."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            return model(images.float()).argmax(1)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -325,3 +325,25 @@ def test_damaged_inputs_are_one_line_and_write_nothing(tmp_path, cifar_test_npz,
     _assert_one_line_error(run("gen-adv", "--data", str(cut), *common, "--out", str(out / "g.h5")),
                            "cut.npz: not a readable .npz file")
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_store_verify_rereads_rows_and_predictions(tmp_path, cifar_test_npz, weights_dir):
+    import h5py
+
+    store = tmp_path / "s.h5"
+    assert run("gen-adv", "--data", str(cifar_test_npz), "--model", "resnet20", "--eps", "1e-2,3e-2", "--limit", "3",
+               "--steps", "2", "--out", str(store)).exit_code == 0
+    r = run("--json", "store", "verify", str(store), "--predictions", "--batch-size", "4")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["ok"] and report["rows_done"] == 6 and "prediction_mismatch" in report["checked"]
+    with h5py.File(store, "r+") as f:
+        f["pred_adv"][4] = (f["pred_adv"][4] + 1) % 10  # a prediction the stored image does not give
+    r = run("--json", "store", "verify", str(store), "--predictions")
+    _assert_one_line_error(r, "s.h5 failed verification: 1 prediction_mismatch")
+    assert json.loads(r.stdout)["problems"] == {"prediction_mismatch": {"rows": 1, "first": [4]}}
+    # other weights than the store's are refused, not silently compared
+    other = tmp_path / "other.pt"  # random resnet20 weights
+    torch.save(create_classifier("resnet20", pretrained=False).net.state_dict(), other)
+    _assert_one_line_error(run("store", "verify", str(store), "--predictions", "--weights", str(other)),
+                           "are not the ones the store was made with")

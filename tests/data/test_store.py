@@ -35,14 +35,14 @@ def test_quantized_delta_stays_in_ball_and_round_trips_within_1pct_of_eps():
     assert stored.min() >= 0 and stored.max() <= 1
 
 
-def _write_store(path, rows=6, shape=(5, 7, 3), shard=None, offset=0):
+def _write_store(path, rows=6, shape=(5, 7, 3), shard=None, offset=0, attack=None):
     w = PairStoreWriter.create(
         path,
         rows=rows,
         image_shape=shape,
         source={"kind": "test"},
         model="m",
-        attack={"name": "test"},
+        attack=attack or {"name": "test"},
         seed=1,
         class_names=["a", "b"],
         precision="fp32",
@@ -146,6 +146,47 @@ def test_damaged_stores_fail_with_one_line(tmp_path):
                 store.raw([2, 3])
         with pytest.raises(StoreFormatError, match="cannot read row 2"):
             PairDataset(damaged)[2]
+
+
+def test_verify_names_each_bad_row(tmp_path):
+    """Each kind of damage on its own row; verify finds exactly those rows."""
+    path = tmp_path / "v.h5"
+    clean, delta = _write_store(path, rows=8, attack={"name": "pgd", "norm": "linf"})
+    with h5py.File(path, "r+") as f:  # deltas as gen-adv writes them: inside the ball and [0, 1]
+        base = torch.from_numpy(clean).float() / 255
+        adv = (base + torch.from_numpy(delta).float()).clamp(0, 1)
+        f["delta"][...] = quantize_delta(adv - base, torch.full((8,), 0.01)).numpy()
+    with PairStore(path) as store:
+        report = store.verify()
+        assert report["ok"] and report["problems"] == {} and report["rows_done"] == 8
+        assert "outside_ball" in report["checked"] and "prediction_mismatch" not in report["checked"]
+    with h5py.File(path, "r+") as f:
+        delta = f["delta"][...]
+        delta[1, 0, 0, 0] = 0.02  # the rows' eps is 0.01
+        delta[2, 1, 1, 1] = np.nan
+        delta[6, 0, 0, 0] = np.nextafter(np.float16(-0.01), np.float16(0))  # on the sphere, as written: allowed
+        f["clean"][6] = np.full(f["clean"].shape[1:], 128, np.uint8)
+        f["delta"][...] = delta
+        f["label"][3] = 2  # two classes
+        f["pred_adv"][7] = -2
+        f["eps"][4] = 0
+        chunk = f["clean"].id.get_chunk_info(5)
+    _damage(path, chunk.byte_offset + chunk.size // 2, 6)
+    with PairStore(path) as store:
+        report = store.verify(batch_rows=3)
+    assert not report["ok"]
+    assert {check: found["first"] for check, found in report["problems"].items()} == {
+        "outside_ball": [1], "non_finite": [2], "bad_label": [3], "bad_eps": [4], "unreadable": [5],
+        "bad_prediction": [7]}
+    # a store whose deltas no radius bounds (a defended one) is not held to the ball
+    _write_store(tmp_path / "d.h5", attack={"name": "pgd", "norm": "linf"})
+    with h5py.File(tmp_path / "d.h5", "r+") as f:
+        f.attrs["defense"] = "{}"
+        f["delta"][...] = np.zeros(f["delta"].shape, np.float16)
+        f["delta"][0] = np.full(f["delta"].shape[1:], 0.2, np.float16) * (f["clean"][0] < 200)
+    with PairStore(tmp_path / "d.h5") as store:
+        report = store.verify()
+    assert report["ok"] and "outside_ball" not in report["checked"]
 
 
 def test_resume_with_different_config_is_refused(tmp_path):
