@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advkit.errors import UsageError
+from advkit.errors import OutputError, UsageError
 
 
 @contextlib.contextmanager
@@ -35,10 +36,38 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
             # mkstemp creates 0600 files; give the output the permissions a plain open() would.
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.errno in _DEVICE_ERRORS:
+            raise OutputError(f"cannot write {final}: {os.strerror(exc.errno)}") from exc
         raise
+
+
+@contextlib.contextmanager
+def cleaned_up_on_failure(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """An output folder that a failed block leaves no trace of, if the block made it.
+
+    What the block wrote stays (each file written whole through `atomic_path`); if ``folder``
+    did not exist before and the block fails, the folders it left empty, ``folder`` included,
+    are removed, so a run that fails before writing anything leaves nothing behind.
+    """
+    folder = Path(folder)
+    made_here = not folder.exists()
+    try:
+        yield folder
+    except BaseException:
+        if made_here and folder.is_dir():
+            for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                if not any(sub.iterdir()):
+                    sub.rmdir()
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+# Write failures that are the device's, not a bug: a full disk or quota, a read-only filesystem.
+_DEVICE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
 def _umask() -> int:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 import pytest
 
-from advkit.utils import atomic_path, split_list
+from advkit.errors import OutputError
+from advkit.utils import atomic_path, cleaned_up_on_failure, split_list
 
 
 def test_atomic_path_renames_only_on_success(tmp_path):
@@ -32,3 +34,36 @@ def test_atomic_path_output_has_umask_permissions(tmp_path):
 def test_split_list():
     assert split_list(" a, b,,c ,") == ["a", "b", "c"]
     assert split_list("") == [] and split_list(None) == []
+
+
+def test_a_full_disk_is_an_output_error_and_leaves_nothing(tmp_path):
+    target = tmp_path / "out.bin"
+    with pytest.raises(OutputError, match=r"cannot write .*out.bin: No space left on device"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"part")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError):  # anything else passes through as it is
+        with atomic_path(target):
+            raise ValueError("a bug")
+
+
+def test_cleaned_up_on_failure_removes_only_what_it_made_and_left_empty(tmp_path):
+    made = tmp_path / "new"
+    with pytest.raises(RuntimeError):
+        with cleaned_up_on_failure(made) as folder:
+            (folder / "a" / "b").mkdir(parents=True)
+            raise RuntimeError
+    assert not made.exists()
+    with pytest.raises(RuntimeError):  # a whole file written before the failure stays, with its folders
+        with cleaned_up_on_failure(made) as folder:
+            (folder / "a" / "b").mkdir(parents=True)
+            (folder / "a" / "kept.png").write_bytes(b"png")
+            raise RuntimeError
+    assert sorted(p.name for p in made.rglob("*")) == ["a", "kept.png"]
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(RuntimeError):  # a folder that was there before is left alone
+        with cleaned_up_on_failure(existing):
+            raise RuntimeError
+    assert existing.is_dir()

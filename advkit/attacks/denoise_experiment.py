@@ -19,7 +19,7 @@ from advkit.data.sources import open_source, select_indices
 from advkit.data.store import STORE_SUFFIXES, PairStoreWriter, quantize_delta
 from advkit.errors import OutputExistsError, UsageError
 from advkit.models import create_classifier, get_model_spec
-from advkit.utils import atomic_path, parse_float_list, split_list
+from advkit.utils import atomic_path, cleaned_up_on_failure, parse_float_list, split_list
 
 # suffixes that name a single file, never the output folder
 OTHER_FILE_SUFFIXES = frozenset({".txt", ".json", ".csv", ".npz", ".npy", ".pt", ".pth", ".safetensors"})
@@ -113,20 +113,21 @@ def run_attack_denoise(
         "noisy": {k: float(np.nanmean(v)) for k, v in image_quality(noisy_t, clean_t).items()},
         "methods": {},
     }
-    for m in method_list:
-        out_t = torch.cat(outputs[m])
-        result["methods"][m] = summarize(out_t, noisy_t, clean_t, label_t, classifier, targets)
-        _write_store(out / f"{m}.h5" if to_folder else out, out_t, noisy_t, label_t, indices, classifier, m,
-                     result, sigma, seed)
+    with cleaned_up_on_failure(out if to_folder else out.parent):
+        for m in method_list:
+            out_t = torch.cat(outputs[m])
+            result["methods"][m] = summarize(out_t, noisy_t, clean_t, label_t, classifier, targets)
+            _write_store(out / f"{m}.h5" if to_folder else out, out_t, noisy_t, label_t, indices, classifier, m,
+                         result, sigma, seed)
+            if save_png:
+                for k, src_idx in enumerate(indices):
+                    write_png(out / m / f"{int(src_idx):06d}.png", out_t[k])
         if save_png:
             for k, src_idx in enumerate(indices):
-                write_png(out / m / f"{int(src_idx):06d}.png", out_t[k])
-    if save_png:
-        for k, src_idx in enumerate(indices):
-            write_png(out / "noisy" / f"{int(src_idx):06d}.png", noisy_t[k])
-    if to_folder:
-        with atomic_path(out / "results.json") as tmp:
-            tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+                write_png(out / "noisy" / f"{int(src_idx):06d}.png", noisy_t[k])
+        if to_folder:
+            with atomic_path(out / "results.json") as tmp:
+                tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 

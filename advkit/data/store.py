@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 import advkit
-from advkit.errors import StoreFormatError, UsageError
+from advkit.errors import OutputError, StoreFormatError, UsageError
 
 FORMAT_NAME = "pairs"
 FORMAT_VERSION = 1
@@ -186,6 +187,9 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> h5p
             return open_h5(path, mode, swmr=True, **kwargs)
         if _HELD_BY_WRITER in str(exc):
             raise
+        if mode == "w":
+            reason = os.strerror(exc.errno) if exc.errno else str(exc).split("(")[0].strip()
+            raise OutputError(f"cannot create {path}: {reason}") from exc
         reason = str(exc).split("(")[0].strip() or "unreadable"
         raise StoreFormatError(f"{path} is not a readable HDF5 file ({reason})") from exc
 
@@ -452,6 +456,22 @@ def _as_h5_index(rows: slice | Sequence[int] | np.ndarray) -> slice | np.ndarray
     return arr
 
 
+#: Room kept free beyond the rows' own estimate when writing a store (HDF5 metadata, chunk index).
+_SPACE_MARGIN = 1 << 18
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes on the device that holds (or will hold) ``path``."""
+    folder = path.resolve().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
 class PairStoreWriter:
     """Create or resume a pair store and write rows into it.
 
@@ -463,6 +483,30 @@ class PairStoreWriter:
         self.path = path
         self._file = f
         self.rows = int(f["clean"].shape[0])
+        image_shape = f["clean"].shape[1:]
+        # a row's pixels uncompressed (uint8 clean + float16 delta) and its row fields: the
+        # estimate until rows written in this file give a measured one
+        self._row_bytes_bound = 3 * int(np.prod(image_shape)) + 64
+
+    def _check_space(self, n: int) -> None:
+        """`OutputError` unless the file's device has room for ``n`` more rows (1.5 times their
+        estimated size, plus a margin for HDF5's metadata).
+
+        HDF5 does not report a full disk reliably: writes into its chunk cache "succeed", the
+        failures surface only as ignored errors when objects are freed, rows get marked done
+        without their pixels, and the process can crash at exit. So the writer stops before the
+        disk fills, leaving a consistent partial store that a later run can resume."""
+        done = int(np.count_nonzero(self._file["done"][...]))
+        size = self.path.stat().st_size
+        per_row = size / done if done else self._row_bytes_bound
+        need = int(1.5 * n * per_row) + _SPACE_MARGIN
+        free = _free_bytes(self.path)
+        if free < need:
+            raise OutputError(
+                f"no space left in {self.path.resolve().parent}: {_megabytes(free)} free, about {_megabytes(need)} "
+                f"needed for the next {n} rows of the store; free some space and run again"
+                + (f" (gen-adv --resume keeps the {done} rows written)" if done else "")
+            )
 
     @classmethod
     def create(
@@ -572,6 +616,7 @@ class PairStoreWriter:
         n = len(clean)
         if start < 0 or start + n > self.rows:
             raise ValueError(f"rows {start}..{start + n} out of range for a store of {self.rows} rows")
+        self._check_space(n)
         sl = slice(start, start + n)
         f = self._file
         f["clean"][sl] = clean
@@ -755,6 +800,12 @@ def merge_stores(
     config = dict(first.config or {})
     config["shard"] = [0, 1]
 
+    if not virtual:  # (see PairStoreWriter._check_space: HDF5 does not report a full disk reliably)
+        need = int(sum(s[2].stat().st_size for s in shards) * 1.05) + _SPACE_MARGIN
+        free = _free_bytes(out)
+        if free < need:
+            raise OutputError(f"no space left in {out.resolve().parent}: {_megabytes(free)} free, about "
+                              f"{_megabytes(need)} needed for {out.name} (the shards' size)")
     with atomic_path(out, suffix=".h5.tmp") as tmp:
         with open_h5(tmp, "w", libver="latest") as dst:
             with open_h5(shards[0][2], "r") as f0:

@@ -19,7 +19,7 @@ from advkit.data.images import IMAGE_EXTENSIONS, read_image, write_png
 from advkit.data.store import STORE_SUFFIXES, PairStore, PairStoreWriter, check_store_name, quantize_delta
 from advkit.defenses.advfilter import AdvFilter
 from advkit.errors import DataSourceError, ImageReadError, OutputError, OutputExistsError
-from advkit.utils import atomic_path
+from advkit.utils import atomic_path, cleaned_up_on_failure
 
 
 def check_output_dir(path: Path) -> None:
@@ -84,13 +84,12 @@ def defend_folder(
 ) -> dict[str, Any]:
     """Denoise every image under ``src`` (or the given ``files`` in it) into ``dst`` as PNG, mirroring paths."""
     files = list_images(src) if files is None else files
-    outputs = []
-    for i, f in enumerate(files):
-        out = (dst / f.relative_to(src)).with_suffix(".png")
-        defend_image_file(advfilter, f, out, device=device, tile=tile)
-        outputs.append(str(out))
-        if on_progress:
-            on_progress(i + 1, len(files))
+    with cleaned_up_on_failure(dst):
+        for i, f in enumerate(files):
+            out = (dst / f.relative_to(src)).with_suffix(".png")
+            defend_image_file(advfilter, f, out, device=device, tile=tile)
+            if on_progress:
+                on_progress(i + 1, len(files))
     return {"input": str(src), "output": str(dst), "images": len(files)}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from advkit.errors import CheckpointError
+from advkit.errors import CheckpointError, OutputError
 from advkit.models.denoisers import DENOISER_ARCHS, Denoiser, create_denoiser
 from advkit.models.weights import load_state_strictly
 from advkit.utils import atomic_path
@@ -32,7 +32,10 @@ def save_denoiser(model: Denoiser, path: str | os.PathLike[str], extra: dict[str
     record = {"config": dict(model.config), **(extra or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path, suffix=".safetensors.tmp") as tmp:
-        save_file(state, str(tmp), metadata={CONFIG_KEY: json.dumps(model.config, sort_keys=True)})
+        try:
+            save_file(state, str(tmp), metadata={CONFIG_KEY: json.dumps(model.config, sort_keys=True)})
+        except Exception as exc:  # noqa: BLE001  (safetensors raises its own error type for I/O failures)
+            raise OutputError(f"cannot write {path}: {' '.join(str(exc).split())}") from exc
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return path

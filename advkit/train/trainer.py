@@ -28,7 +28,7 @@ from advkit.errors import CheckpointError, OutputExistsError, UsageError
 from advkit.models.checkpoint import load_denoiser, save_denoiser
 from advkit.models.denoisers import DENOISER_ARCHS, FUSION_INPUTS, MultiHeadFiltDenoiser, PAFilt, create_denoiser
 from advkit.train.losses import FUSION_LOSSES, SemanticLoss, fusion_choice_loss, fusion_loss, image_loss
-from advkit.utils import atomic_path
+from advkit.utils import atomic_path, cleaned_up_on_failure
 
 STATE_FILE = "train_state.pt"
 
@@ -170,15 +170,9 @@ def train_denoiser(
     Returns the training record (config, per-epoch history, best validation metrics). A run that
     fails before it saved anything leaves no empty ``cfg.out`` folder behind.
     """
-    out = Path(cfg.out)
-    made_here = not out.exists()
-    try:
+    with cleaned_up_on_failure(cfg.out):
         return _train_denoiser(cfg, device=device, resume=resume, overwrite=overwrite, classifier=classifier,
                                on_progress=on_progress, on_epoch=on_epoch)
-    except BaseException:
-        if made_here and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        raise
 
 
 def _train_denoiser(

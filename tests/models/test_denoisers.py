@@ -159,3 +159,17 @@ def test_pafilt_fusion_input_options():
         torch.testing.assert_close(parts["weight"], with_image.fusion(cues))
     with pytest.raises(ValueError, match="fusion_input"):
         PAFilt(width=4, fusion_input="image")
+
+
+def test_a_checkpoint_that_cannot_be_written_is_an_output_error(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    from advkit.errors import OutputError
+
+    def full_disk(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OutputError, match=r"cannot write .*ck.safetensors: .*No space left on device"):
+        save_denoiser(create_denoiser("unet-filt", width=4), tmp_path / "ck")
+    assert list(tmp_path.iterdir()) == []
