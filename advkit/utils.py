@@ -144,8 +144,8 @@ def check_value_range(
     values reach past twice ``upper``."""
     if images.numel() == 0:
         return
-    with torch.no_grad():
-        lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+    with torch.no_grad():  # one device sync for both bounds (on a GPU each read waits for the queue)
+        lo, hi = torch.stack(torch.aminmax(images.detach())).float().tolist()
     if lo != lo or hi != hi:  # NaN compares unequal to itself
         raise ValueError(f"{what} contains NaN")
     slack = _RANGE_SLACK * upper
