@@ -340,31 +340,17 @@ class PairStore:
             flag("bad_prediction", np.flatnonzero(done & ((pred_clean < -1) | (pred_clean >= classes)
                                                          | (pred_adv < -1) | (pred_adv >= classes))))
         if classifier is not None:
+            from advkit.models.classifier import strict_fp32_predictions
+
             classifier = classifier.to(device).eval()
         for start in range(0, n, batch_rows):
             stop = min(start + batch_rows, n)
-            try:
-                clean_u8, delta = self.raw(slice(start, stop))
-                readable = np.arange(start, stop)
-            except StoreFormatError:
-                readable_rows, cleans, deltas = [], [], []
-                for row in range(start, stop):
-                    try:
-                        c, d = f["clean"][row], f["delta"][row]
-                    except (OSError, KeyError, RuntimeError):
-                        flag("unreadable", np.array([row]))
-                        continue
-                    readable_rows.append(row)
-                    cleans.append(c)
-                    deltas.append(d)
-                if not readable_rows:
-                    continue
-                readable = np.asarray(readable_rows)
-                clean_u8, delta = np.stack(cleans), np.stack(deltas)
+            readable, clean_u8, delta16, unreadable = self._salvage_rows(start, stop)
+            flag("unreadable", np.asarray(unreadable, dtype=np.int64))
             keep = done[readable]
-            rows, clean_u8, delta = readable[keep], clean_u8[keep], delta[keep].astype(np.float32)
+            rows, clean_u8, delta16 = readable[keep], clean_u8[keep], delta16[keep]
             if rows.size:
-                flat = delta.reshape(len(rows), -1)
+                flat = delta16.reshape(len(rows), -1).astype(np.float32)
                 finite = np.isfinite(flat).all(1)
                 flag("non_finite", rows[~finite])
                 if bounded:
@@ -373,11 +359,8 @@ class PairStore:
                 slack = 1e-3  # float16 rounding of a delta of up to 1: 2⁻¹¹
                 flag("outside_range", rows[finite & ((adv.min(1) < -slack) | (adv.max(1) > 1 + slack))])
                 if classifier is not None:
-                    with torch.no_grad():
-                        from advkit.models.classifier import strict_fp32_predictions
-
-                        images = reconstruct_adv(clean_u8, delta.astype(np.float16)).to(device)
-                        pred = strict_fp32_predictions(classifier, images).cpu().numpy()
+                    images = reconstruct_adv(clean_u8, delta16).to(device)
+                    pred = strict_fp32_predictions(classifier, images).cpu().numpy()
                     stored = pred_adv[rows]
                     flag("prediction_mismatch", rows[(stored >= 0) & (pred != stored)])
             if on_progress is not None:
@@ -388,6 +371,28 @@ class PairStore:
         problems = {check: {"rows": len(set(rows)), "first": sorted(set(rows))[:10]} for check, rows in found.items()}
         return {"path": str(self.path), "rows": n, "rows_done": int(done.sum()), "complete": self.info.complete,
                 "checked": checked, "problems": problems, "ok": not problems}
+
+    def _salvage_rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """Rows ``start .. stop`` as (row indices read, clean, delta, rows that could not be read):
+        the whole range at once, or row by row where that fails, so a damaged chunk costs its own
+        row only."""
+        try:
+            clean, delta = self.raw(slice(start, stop))
+            return np.arange(start, stop), clean, delta, []
+        except StoreFormatError:
+            pass
+        read, cleans, deltas, unreadable = [], [], [], []
+        for row in range(start, stop):
+            try:
+                cleans.append(self._file["clean"][row])
+                deltas.append(self._file["delta"][row])
+                read.append(row)
+            except (OSError, KeyError, RuntimeError):
+                del cleans[len(read):]
+                unreadable.append(row)
+        tail = self._file["clean"].shape[1:]
+        return (np.asarray(read, dtype=np.int64), np.stack(cleans) if read else np.empty((0, *tail), np.uint8),
+                np.stack(deltas) if read else np.empty((0, *tail), np.float16), unreadable)
 
     def eps_grid(self) -> list[float]:
         """The distinct radii in the store, ascending."""
