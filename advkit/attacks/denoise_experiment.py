@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,10 @@ from advkit.attacks.edges import CannyEdges, SobelEdges
 from advkit.attacks.pasadena import VARIANTS, Pasadena, check_options
 from advkit.data.images import IMAGE_EXTENSIONS, write_png
 from advkit.data.sources import open_source, select_indices
-from advkit.data.store import STORE_SUFFIXES, PairStoreWriter, quantize_delta
+from advkit.data.store import STORE_SUFFIXES, PairStoreWriter, quantize_delta, reconstruct_adv
 from advkit.errors import OutputExistsError, UsageError
 from advkit.models import create_classifier, get_model_spec
+from advkit.models.classifier import strict_fp32_predictions
 from advkit.utils import atomic_path, cleaned_up_on_failure, parse_float_list, split_list
 
 # suffixes that name a single file, never the output folder
@@ -136,11 +136,9 @@ def _write_store(path: Path, outputs: torch.Tensor, noisy: torch.Tensor, labels:
     """A pair store whose ``clean`` is the (8-bit) noisy input and whose adv is the method's output."""
     noisy_u8 = noisy.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     delta = quantize_delta((outputs - noisy).permute(0, 2, 3, 1)).numpy()
-    with torch.no_grad():
-        pred_noisy = classifier(noisy).argmax(1).numpy()
-        pred_out = classifier(outputs).argmax(1).numpy()
-    if path.exists():
-        os.remove(path)
+    # the predictions of the images as stored (8-bit input, float16 difference), as gen-adv's
+    pred_noisy = strict_fp32_predictions(classifier, reconstruct_adv(noisy_u8, np.zeros_like(delta))).numpy()
+    pred_out = strict_fp32_predictions(classifier, reconstruct_adv(noisy_u8, delta)).numpy()
     with atomic_path(path, suffix=".h5.partial") as tmp:
         w = PairStoreWriter.create(
             tmp, rows=len(outputs), image_shape=tuple(noisy_u8.shape[1:]),  # type: ignore[arg-type]

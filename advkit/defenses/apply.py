@@ -16,9 +16,17 @@ import numpy as np
 import torch
 
 from advkit.data.images import IMAGE_EXTENSIONS, read_image, write_png
-from advkit.data.store import STORE_SUFFIXES, PairStore, PairStoreWriter, check_store_name, quantize_delta
+from advkit.data.store import (
+    STORE_SUFFIXES,
+    PairStore,
+    PairStoreWriter,
+    check_store_name,
+    quantize_delta,
+    reconstruct_adv,
+)
 from advkit.defenses.advfilter import AdvFilter
 from advkit.errors import DataSourceError, ImageReadError, OutputError, OutputExistsError
+from advkit.models.classifier import strict_fp32_predictions
 from advkit.utils import atomic_path, cleaned_up_on_failure
 
 
@@ -131,7 +139,9 @@ def defend_store(
                     clean, adv = store.images(slice(start, stop))
                     out = advfilter(adv.to(device)).cpu()
                     delta = quantize_delta((out - clean).permute(0, 2, 3, 1))
-                    pred = (classifier(out.to(device)).argmax(1).cpu().numpy() if classifier is not None
+                    # the prediction of the image as stored (float16 difference), as gen-adv's
+                    stored = reconstruct_adv(clean_u8, delta.numpy()).to(device)
+                    pred = (strict_fp32_predictions(classifier, stored).cpu().numpy() if classifier is not None
                             else np.full(stop - start, -1, np.int64))
                     writer.write_rows(
                         start, clean=clean_u8, delta=delta.numpy(), label=label[start:stop], eps=eps[start:stop],

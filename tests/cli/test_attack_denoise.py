@@ -56,6 +56,8 @@ def test_attack_denoise_writes_stores_pngs_and_results(attack_run):
             # The store's own predictions give back the reported success rate.
             assert np.mean(pred_noisy != pred_out) == pytest.approx(payload["methods"][method]["success"])
         assert len(list((out / method).glob("*.png"))) == 12
+        # ... and they are the predictions of the images as stored
+        assert run("store", "verify", str(out / f"{method}.h5"), "--predictions").exit_code == 0
     assert len(list((out / "noisy").glob("*.png"))) == 12
 
 

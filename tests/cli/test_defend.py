@@ -76,6 +76,9 @@ def test_defend_store(tmp_path, cifar_test_npz, weights_dir):
         assert np.array_equal(a.field("label"), b.field("label"))
         assert (b.field("pred_adv") >= 0).all()
         assert "defense" in b._file.attrs
+    # the stored predictions are those of the stored (float16-difference) images
+    verified = run("--json", "store", "verify", str(out), "--predictions")
+    assert verified.exit_code == 0 and json.loads(verified.stdout)["ok"], verified.output
 
 
 def test_pafilt_uncertainty_png(sample_png, tmp_path):
