@@ -229,7 +229,13 @@ def _check_resume(out: Path, config: BenchConfig) -> None:
     # A folder whose run stopped before its first cell (bad data, missing weights) holds nothing to
     # protect: its record is replaced, so fixing the command does not also need --overwrite.
     if path.is_file() and _holds_results(out):
-        previous = json.loads(path.read_text())
+        try:
+            previous = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            previous = None
+        if not isinstance(previous, dict):  # its cells' settings cannot be known, so they cannot be kept
+            raise UsageError(f"{path} is damaged (not a settings record), so the results beside it cannot be "
+                             "resumed; use another --out or --overwrite")
         # a setting added to advkit after the folder was made had its default there
         defaults = json.loads(json.dumps(asdict(BenchConfig(models=config.models))))
         changed = sorted(k for k in record if k not in _CELL_INDEPENDENT

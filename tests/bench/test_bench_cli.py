@@ -168,6 +168,11 @@ def test_bench_folder_without_results_takes_new_settings(cifar_test_npz, weights
     assert fixed.exit_code == 0, fixed.stderr
     other = run("bench", "--data", str(cifar_test_npz), *args, "--seed", "1")
     assert other.exit_code != 0 and "other settings (seed)" in other.stderr
+    # a damaged settings record cannot vouch for the results beside it
+    for damaged in ("garbage", "[1]"):
+        (out / "bench_config.json").write_text(damaged)
+        again = run("bench", "--data", str(cifar_test_npz), *args)
+        assert again.exit_code == 2 and "bench_config.json is damaged" in again.stderr, again.stderr
 
 
 def test_bench_adaptive_apgd(cifar_test_npz, weights_dir, tmp_path):
