@@ -251,8 +251,14 @@ def _train_denoiser(
     stage_of = lambda epoch: "fusion" if cfg.arch == "pafilt" and epoch >= cfg.epochs else "denoiser"  # noqa: E731
 
     if resume:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        saved_cfg = json.loads(state["config"])
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            saved_cfg = json.loads(state["config"])
+        except Exception as exc:  # noqa: BLE001  (torch.load of a damaged file fails in many ways)
+            from advkit.models.weights import describe_load_error
+
+            raise CheckpointError(f"{state_path} is damaged, so the run cannot be resumed "
+                                  f"({type(exc).__name__}: {describe_load_error(exc)}); start over with --overwrite") from exc
         ours = json.loads(json.dumps(asdict(cfg), default=str))
         defaults = asdict(TrainConfig())  # state saved before a field existed holds its default
         for key in ("arch", "loss", "train", "width", "kernel_size", "seed", "batch_size", "epochs",

@@ -114,6 +114,10 @@ def test_resume_continues_exactly(tiny_store, tmp_path):
     assert (tmp_path / "split" / "best.safetensors").is_file()
     saved = json.loads((tmp_path / "split" / "last.json").read_text())
     assert saved["train"]["seed"] == 5 and saved["config"]["arch"] == "unet-filt"
+    # a damaged training state is refused in one line, not resumed from nonsense
+    (tmp_path / "split" / "train_state.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match=r"train_state.pt is damaged, so the run cannot be resumed"):
+        train_denoiser(TrainConfig(**{**common, "epochs": 4}, out=str(tmp_path / "split")), resume=True)
 
 
 def test_same_seed_same_weights(tiny_store, tmp_path):
