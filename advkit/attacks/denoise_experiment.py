@@ -14,7 +14,7 @@ from advkit.attacks.denoise_attack import METHODS, image_quality, noisy_inputs, 
 from advkit.attacks.edges import CannyEdges, SobelEdges
 from advkit.attacks.pasadena import VARIANTS, Pasadena, check_options
 from advkit.data.images import IMAGE_EXTENSIONS, write_png
-from advkit.data.sources import open_source, select_indices
+from advkit.data.sources import labels_for_model, open_source, select_indices
 from advkit.data.store import STORE_SUFFIXES, PairStoreWriter, quantize_delta, reconstruct_adv
 from advkit.errors import OutputExistsError, UsageError
 from advkit.models import create_classifier, get_model_spec
@@ -84,7 +84,7 @@ def run_attack_denoise(
         raise UsageError(str(exc)) from None
 
     source = open_source(data, image_size=get_model_spec(model).input_size)
-    labels_all = source.labels()
+    labels_all, _ = labels_for_model(source, classifier.class_names, classifier.num_classes, model)
     indices = select_indices(labels_all, per_class=per_class, limit=limit)
     if len(indices) == 0:
         raise UsageError("the selection is empty")

@@ -28,6 +28,7 @@ import torch
 
 from advkit.attacks.base import Attack
 from advkit.attacks.registry import attack_parameters, get_attack, list_attacks, parse_attack_options
+from advkit.data.sources import labels_for_model
 from advkit.data.store import PairStore, PairStoreWriter, quantize_delta, reconstruct_adv
 from advkit.errors import OutputError, OutputExistsError, StoreFormatError, UsageError
 from advkit.models.classifier import strict_fp32_predictions
@@ -259,7 +260,11 @@ def generate_pairs(
     if rows == 0:
         raise UsageError("nothing to attack: the selection (or this shard) is empty")
 
-    labels_all = np.asarray(source.labels(), dtype=np.int64)
+    if model is not None:  # the model's class indices, whatever the source's own numbering
+        labels_all, class_names = labels_for_model(source, getattr(model, "class_names", None),
+                                                   getattr(model, "num_classes", None), model_id.split("@")[0])
+    else:
+        labels_all, class_names = np.asarray(source.labels(), dtype=np.int64), source.class_names
     probe = source.load(shard_indices[:1])
     image_shape = tuple(int(s) for s in probe.shape[1:])
     attack_cfg = attack.config()
@@ -279,9 +284,6 @@ def generate_pairs(
         "shard": list(shard),
         "device": device.type,
     }
-    class_names = getattr(source, "class_names", None)
-    if class_names is None and model is not None:
-        class_names = getattr(model, "class_names", None)
 
     partial = partial_path(out)
     try:  # (as every other command's output, the folder is made if missing)

@@ -449,13 +449,15 @@ def _run_advfilter(config: BenchConfig, out: Path, device: torch.device,
 
 
 def _clean_from_source(config: BenchConfig, model_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from advkit.data.sources import open_source
+    from advkit.data.sources import labels_for_model, open_source
     from advkit.models import get_model_spec
 
-    source = open_source(config.data, image_size=get_model_spec(model_name).input_size)  # type: ignore[arg-type]
-    indices = select_images(source.labels(), config.n)
+    spec = get_model_spec(model_name)
+    source = open_source(config.data, image_size=spec.input_size)  # type: ignore[arg-type]
+    labels, _ = labels_for_model(source, spec.class_names(), spec.num_classes, model_name)
+    indices = select_images(source.labels(), config.n)  # (the oblivious store's selection: the same images)
     images = torch.from_numpy(source.load(indices)).permute(0, 3, 1, 2).float().div(255)
-    return images, torch.from_numpy(np.asarray(source.labels())[indices].astype(np.int64))
+    return images, torch.from_numpy(labels[indices])
 
 
 def _draws(config: BenchConfig, defense: torch.nn.Module) -> int:

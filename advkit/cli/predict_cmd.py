@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
         """
         import numpy as np
 
-        from advkit.data.sources import open_source, resolve_classes, select_indices
+        from advkit.data.sources import labels_for_model, open_source, resolve_classes, select_indices
         from advkit.models import create_classifier, get_model_spec
 
         opts = get_options(ctx, json=json_out, device=device)
@@ -123,7 +123,10 @@ def register(app: typer.Typer) -> None:
             indices = select_indices(source.labels(), classes=wanted, per_class=per_class, limit=limit)
             if len(indices) == 0:
                 raise UsageError("nothing to classify: the selection from --data is empty")
-            labels = source.labels()[indices]
+            try:  # the labels as the model's class indices; none where the two cannot be matched
+                labels = labels_for_model(source, spec.class_names(), spec.num_classes, model)[0][indices]
+            except UsageError:
+                labels = None
             total = len(indices)
             batches = _source_batches(source, indices, batch_size)
         else:
@@ -152,9 +155,8 @@ def register(app: typer.Typer) -> None:
             "source": source.describe() if source is not None else None,
             "predictions": rows,
         }
-        # Accuracy only where the source's labels live in the model's label space.
-        same_space = source is not None and (source.class_names is None or source.class_names == clf.class_names)
-        if labels is not None and same_space and (labels >= 0).any():
+        # Accuracy only where the source's labels could be put in the model's label space.
+        if labels is not None and (labels >= 0).any():
             for row, label in zip(rows, labels):
                 row["label"] = int(label) if label >= 0 else None
             known = labels >= 0

@@ -892,6 +892,38 @@ def resolve_classes(items: str | Sequence[str | int], class_names: Sequence[str]
     return out
 
 
+def labels_for_model(
+    source: ImageSource, class_names: Sequence[str] | None, num_classes: int | None, model_name: str = "the model"
+) -> tuple[np.ndarray, list[str] | None]:
+    """The source's labels as the model's class indices (-1 stays "unlabelled"), and the names of
+    those indices.
+
+    A source labels by its own classes: class folders ``cat/``, ``dog/`` are 0 and 1 (sorted, as
+    torchvision's ImageFolder), where a CIFAR-10 model has cat = 3 and dog = 5. Names the model
+    knows are mapped to its indices; a full label set under other names (ImageNet's wnid folders,
+    in the model's sorted order) is kept as it is; names the model lacks are a `UsageError`, as are
+    integer labels past its classes.
+    """
+    labels = np.asarray(source.labels(), dtype=np.int64)
+    names = source.class_names
+    model_names = list(class_names) if class_names is not None else None
+    if names is not None and model_names is not None and list(names) != model_names:
+        unknown = [n for n in names if n not in model_names]
+        if not unknown:
+            lookup = np.array([model_names.index(n) for n in names], dtype=np.int64)
+            labels = np.where(labels >= 0, lookup[np.clip(labels, 0, None)], -1)
+            names = model_names
+        elif len(names) != len(model_names):
+            raise UsageError(
+                f"{source.name} labels its images with classes {model_name} does not have "
+                f"({', '.join(map(repr, unknown[:3]))}{', ...' if len(unknown) > 3 else ''}); name them as its "
+                f"classes ({', '.join(model_names[:5])}{', ...' if len(model_names) > 5 else ''}) or label by index"
+            )
+    if num_classes is not None and labels.size and labels.max() >= num_classes:
+        raise UsageError(f"{source.name} has label {int(labels.max())}, but {model_name} has {num_classes} classes")
+    return labels, (list(names) if names is not None else model_names)
+
+
 def iter_batches(
     source: ImageSource,
     indices: Sequence[int] | np.ndarray,

@@ -375,3 +375,25 @@ def test_a_full_disk_stops_between_batches_and_resumes_exactly(tmp_path, cifar_t
         assert np.array_equal(a.raw(slice(None))[0], b.raw(slice(None))[0])
         assert np.array_equal(a.raw(slice(None))[1], b.raw(slice(None))[1])
         assert np.array_equal(a.field("pred_adv"), b.field("pred_adv"))
+
+
+def test_class_folders_are_labelled_by_the_models_classes(tmp_path, cifar_first_100, weights_dir):
+    """cat/ and dog/ folders of CIFAR-10 test images: the store labels them 3 and 5 (the model's cat
+    and dog), not the folder order 0 and 1 (which had made clean accuracy 0 and attacked the wrong
+    labels)."""
+    from PIL import Image
+
+    x, y = cifar_first_100
+    for cls, name in ((3, "cat"), (5, "dog")):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for k in torch.nonzero(y == cls).flatten()[:5].tolist():
+            pixels = (x[k] * 255).round().byte().permute(1, 2, 0).numpy()
+            Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{k}.png")
+    out = tmp_path / "pets.h5"
+    r = run("--json", "gen-adv", "--data", str(tmp_path / "pets"), "--model", "resnet20", "--eps", "1e-3",
+            "--steps", "2", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["per_eps"][0]["acc_clean"] >= 0.8
+    with PairStore(out) as store:
+        assert store.field("label").tolist() == [3] * 5 + [5] * 5
+        assert store.info.class_names[3] == "cat"

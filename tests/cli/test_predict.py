@@ -104,6 +104,23 @@ def test_data_source_with_labels_reports_accuracy(cifar_test_npz, weights_dir):
     assert out["source"]["kind"] == "npz"
 
 
+def test_class_folders_are_scored_in_the_models_classes(cifar_pngs, tmp_path, weights_dir):
+    """ship/ and truck/ folders are 0 and 1 in folder order, 8 and 9 for the model: the labels are
+    mapped by name, so accuracy is reported (and right); folders the model has no class for get none."""
+    paths, labels = cifar_pngs
+    for path, label in zip(paths, labels):
+        if CIFAR10[label] in ("ship", "truck"):
+            (tmp_path / "v" / CIFAR10[label]).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "v" / CIFAR10[label] / path.name).write_bytes(path.read_bytes())
+    out = json.loads(run("predict", "--data", str(tmp_path / "v"), "-m", "resnet20", "--json").stdout)
+    assert [r["label"] for r in out["predictions"]] == [8, 9] and out["num_labelled"] == 2
+    assert out["accuracy"] == np.mean([r["index"] == r["label"] for r in out["predictions"]])
+    (tmp_path / "v" / "submarine").mkdir()
+    (tmp_path / "v" / "submarine" / "s.png").write_bytes(paths[0].read_bytes())
+    out = json.loads(run("predict", "--data", str(tmp_path / "v"), "-m", "resnet20", "--json").stdout)
+    assert "accuracy" not in out and len(out["predictions"]) == 3
+
+
 def test_sample_source_runs_offline(weights_dir):
     rows = predictions(run("predict", "--data", "sample", "--limit", "2", "-m", "resnet20", "--json"))
     assert [r["input"] for r in rows] == ["astronaut.png", "chelsea.png"]

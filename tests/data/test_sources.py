@@ -265,6 +265,31 @@ def test_image_folder_class_subfolders(tmp_path):
     assert select_indices(src.labels(), per_class=1).tolist() == [0, 2]
 
 
+def test_labels_for_model_speak_the_models_classes(tmp_path):
+    from advkit.data.sources import labels_for_model
+    from advkit.errors import UsageError
+
+    for name in ("dog/1.png", "cat/2.png", "cat/3.png"):
+        save(tmp_path / "pets" / name, random_rgb(4, 4))
+    pets = open_source(tmp_path / "pets")
+    assert pets.labels().tolist() == [0, 0, 1]  # the folder's own numbering: cat 0, dog 1
+    labels, names = labels_for_model(pets, CIFAR10_CLASSES, 10, "resnet20")
+    assert labels.tolist() == [3, 3, 5] and names == list(CIFAR10_CLASSES)  # CIFAR-10's cat and dog
+    save(tmp_path / "pets" / "wolf" / "4.png", random_rgb(4, 4))
+    with pytest.raises(UsageError, match=r"classes resnet20 does not have \('wolf'\)"):
+        labels_for_model(open_source(tmp_path / "pets"), CIFAR10_CLASSES, 10, "resnet20")
+    # a full label set under other names (ImageNet's wnid folders) keeps the sorted order
+    for k in range(10):
+        save(tmp_path / "wnids" / f"n0{k}" / "a.png", random_rgb(4, 4))
+    labels, _ = labels_for_model(open_source(tmp_path / "wnids"), CIFAR10_CLASSES, 10)
+    assert labels.tolist() == list(range(10))
+    # integer labels: as they are, within the model's classes; unlabelled stays -1
+    np.savez(tmp_path / "ints.npz", x=np.zeros((3, 4, 4, 3), np.uint8), y=np.array([7, -1, 2]))
+    assert labels_for_model(open_source(tmp_path / "ints.npz"), None, 10)[0].tolist() == [7, -1, 2]
+    with pytest.raises(UsageError, match="has label 7, but the model has 5 classes"):
+        labels_for_model(open_source(tmp_path / "ints.npz"), None, 5)
+
+
 def test_mixed_sizes_need_an_image_size(tmp_path):
     save(tmp_path / "small.png", random_rgb(10, 12))
     save(tmp_path / "big.png", random_rgb(30, 20))
