@@ -910,6 +910,11 @@ def labels_for_model(
     if names is not None and model_names is not None and list(names) != model_names:
         unknown = [n for n in names if n not in model_names]
         if not unknown:
+            ambiguous = [n for n in names if model_names.count(n) > 1]  # (ImageNet has two "crane"s)
+            if ambiguous:
+                at = [i for i, m in enumerate(model_names) if m == ambiguous[0]]
+                raise UsageError(f"{source.name}: class {ambiguous[0]!r} is ambiguous for {model_name} "
+                                 f"(indices {', '.join(map(str, at))}); label those images by index")
             lookup = np.array([model_names.index(n) for n in names], dtype=np.int64)
             labels = np.where(labels >= 0, lookup[np.clip(labels, 0, None)], -1)
             names = model_names

@@ -278,6 +278,8 @@ def test_labels_for_model_speak_the_models_classes(tmp_path):
     save(tmp_path / "pets" / "wolf" / "4.png", random_rgb(4, 4))
     with pytest.raises(UsageError, match=r"classes resnet20 does not have \('wolf'\)"):
         labels_for_model(open_source(tmp_path / "pets"), CIFAR10_CLASSES, 10, "resnet20")
+    with pytest.raises(UsageError, match=r"class 'cat' is ambiguous for m \(indices 0, 2\)"):
+        labels_for_model(pets, ["cat", "dog", "cat"], 3, "m")
     # a full label set under other names (ImageNet's wnid folders) keeps the sorted order
     for k in range(10):
         save(tmp_path / "wnids" / f"n0{k}" / "a.png", random_rgb(4, 4))
