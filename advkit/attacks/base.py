@@ -124,7 +124,8 @@ class Attack(nn.Module):
 
     ``forward(images, labels)``: images (B, C, H, W) float in [0, 1], labels (B,) int64 (None:
     the model's own predictions; a targeted attack needs them) → adversarial images, same shape, in
-    [0, 1].
+    [0, 1]. Called as ``attack(images, labels)``, the model runs in eval mode (batch norm on its
+    running statistics, dropout off, as in torchattacks and ART) and gets its modes back after.
     """
 
     name = "attack"
@@ -157,6 +158,20 @@ class Attack(nn.Module):
         self.channels_last = channels_last
         self.targeted = bool(targeted)
         self.eot_samples = int(eot_samples)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # As torchattacks and ART do, the model runs in eval mode for the attack: batch norm on its
+        # running statistics (in train mode every forward of the attack would update them, and the
+        # result would depend on the batch), dropout off. Each module's own mode comes back after.
+        model = self.model
+        in_training = [m for m in model.modules() if m.training] if isinstance(model, nn.Module) else []
+        if in_training:
+            model.eval()
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            for module in in_training:
+                module.training = True
 
     def sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(B,) loss each image ascends: CE of the true label, or −CE of the target."""

@@ -90,6 +90,33 @@ def test_uniform_contract(tiny, name):
     assert empty.shape == (0, 3, 8, 8)
 
 
+@pytest.mark.parametrize("name", [n for n in list_attacks() if n not in ("pasadena", "noise")])
+def test_model_runs_in_eval_mode_and_gets_its_modes_back(name):
+    """A model handed over in train mode (fresh from a training loop): the attack sees it in eval
+    mode, as torchattacks and ART do, so its batch-norm statistics are neither used nor updated and
+    dropout is off; afterwards every module has its own mode again."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.5),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    for _ in range(2):
+        net(torch.rand(16, 3, 8, 8))  # running statistics away from their initial values
+    net[6].eval()  # a part the user keeps in eval mode
+    stats = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.rand(4, 3, 8, 8)
+    with torch.no_grad():
+        y = net.eval()(x).argmax(1)
+    net.train()
+    net[6].eval()
+    attack = create_attack(name, net, **QUICK.get(name, {}))
+    attack.reseed(3)
+    adv = attack(x, y)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in stats.items()), "the attack changed the model"
+    assert [m.training for m in net] == [True, True, True, True, True, True, False]
+    net.eval()
+    attack.reseed(3)
+    assert torch.equal(attack(x, y), adv)  # what attacking the model in eval mode gives
+
+
 def test_noise_and_pasadena_build_by_name(tiny):
     x = torch.rand(2, 3, 8, 8)
     noisy = create_attack("noise", None, sigma=0.1)(x)
