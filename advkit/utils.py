@@ -92,12 +92,22 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     name = (device or "auto").lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available")
     try:
-        return torch.device(name)
+        dev = torch.device(name)
     except RuntimeError as exc:
         raise UsageError(f"unknown device {device!r}; use auto, cpu or cuda") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was asked for but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError("--device mps was asked for but this PyTorch has no MPS (Apple GPU) device")
+    elif dev.type != "cpu":  # (torch knows more device types than advkit's kernels and tests cover)
+        raise UsageError(f"unsupported device {device!r}; use auto, cpu or cuda")
+    return dev
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -7,7 +7,8 @@ import stat
 import pytest
 
 from advkit.errors import OutputError
-from advkit.utils import atomic_path, cleaned_up_on_failure, split_list
+from advkit.errors import UsageError
+from advkit.utils import atomic_path, cleaned_up_on_failure, resolve_device, split_list
 
 
 def test_atomic_path_renames_only_on_success(tmp_path):
@@ -67,3 +68,19 @@ def test_cleaned_up_on_failure_removes_only_what_it_made_and_left_empty(tmp_path
         with cleaned_up_on_failure(existing):
             raise RuntimeError
     assert existing.is_dir()
+
+
+def test_resolve_device_refuses_what_cannot_run_here():
+    import torch
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UsageError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    with pytest.raises(UsageError, match="unsupported device 'meta'"):  # a torch device no kernel here runs on
+        resolve_device("meta")
+    with pytest.raises(UsageError, match="CUDA device"):  # no such GPU (none at all, or not that many)
+        resolve_device(f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(UsageError, match="no MPS"):
+            resolve_device("mps")
