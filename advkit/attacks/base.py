@@ -35,6 +35,14 @@ def check_counts(**counts: int) -> None:
             raise ValueError(f"{name} must be >= 1, got {value}")
 
 
+def check_positive(**values: float | None) -> None:
+    """`ValueError` naming the first of ``values`` (step sizes, ...) that is not a finite number > 0;
+    None (the attack's own default) passes."""
+    for name, value in values.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
 def project_linf(x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
     """``x`` clipped to the L∞ ball of radius ``eps_t`` (B, 1, 1, 1) around ``x0`` and to [0, 1]."""
     return torch.minimum(torch.maximum(x, x0 - eps_t), x0 + eps_t).clamp(0, 1)

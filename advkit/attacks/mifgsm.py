@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, as_eps_tensor, check_counts
+from advkit.attacks.base import Attack, as_eps_tensor, check_counts, check_positive
 from advkit.attacks.registry import register_attack
 
 
@@ -57,6 +57,7 @@ class MIFGSM(Attack):
     ) -> None:
         super().__init__(model, **kwargs)
         check_counts(steps=steps)
+        check_positive(step=step)
         if decay < 0:
             raise ValueError(f"decay must be >= 0, got {decay}")
         self.eps = eps

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkit.attacks.base import Attack, check_counts, project_linf
+from advkit.attacks.base import Attack, check_counts, check_positive, project_linf
 from advkit.attacks.registry import register_attack
 
 
@@ -51,6 +51,7 @@ class PGD(Attack):
     ) -> None:
         super().__init__(model, **kwargs)
         check_counts(steps=steps)
+        check_positive(rel_step=rel_step, step=step)  # (a negative step would descend the loss)
         self.eps = eps
         self.steps = steps
         self.rel_step = rel_step

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 import advkit
-from advkit.cli._common import GlobalOptions, install_warning_printer
+from advkit.cli._common import MAX_SEED, GlobalOptions, install_warning_printer
 from advkit.errors import AdvkitError
 
 try:  # typer >= 0.2x vendors its own click; older typer uses the click package
@@ -112,7 +112,7 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for every random choice.", min=0, max=MAX_SEED)] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bars or warnings.")] = False,
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More detail.")] = 0,

@@ -64,8 +64,11 @@ def get_options(ctx: typer.Context, **overrides: Any) -> GlobalOptions:
 DeviceOption = Annotated[
     str | None, typer.Option("--device", help="auto, cpu or cuda (default: the global --device).")
 ]
+#: Seeds feed torch.Generator.manual_seed, which takes 64 bits; 63 keep them one signed integer everywhere.
+MAX_SEED = 2**63 - 1
 SeedOption = Annotated[
-    int | None, typer.Option("--seed", help="Seed for every random choice (default: global --seed).")
+    int | None,
+    typer.Option("--seed", help="Seed for every random choice (default: global --seed).", min=0, max=MAX_SEED),
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON on stdout.")

@@ -245,6 +245,10 @@ def _assert_one_line_error(result, *needles):
         (["--eps", "1e-3", "--attack", "apgd-dlr", "-O", "loss=ce"], "use --attack apgd"),
         (["--eps", "1e-3", "--attack", "dim", "-O", "seed=3"], "set seed with --seed"),
         (["--eps", "1e-3", "--model", "resnet21"], "unknown model"),
+        (["--eps", "1e-3", "--rel-step", "-0.1"], "rel_step must be > 0"),
+        (["--eps", "1e-3", "--attack", "mifgsm", "-O", "step=0"], "step must be > 0"),
+        (["--eps", "1e-3", "--seed", "-1"], "'--seed'"),
+        (["--eps", "1e-3", "--seed", str(2**64)], "'--seed'"),
     ],
 )
 def test_bad_arguments_write_nothing(tmp_path, cifar_test_npz, weights_dir, args, needle):
