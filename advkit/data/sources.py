@@ -464,7 +464,7 @@ class SvhnMatSource(ArraySource):
 
         try:
             mat = scipy.io.loadmat(self.path, variable_names=["X", "y"])
-        except (OSError, ValueError, TypeError, NotImplementedError) as exc:
+        except Exception as exc:  # noqa: BLE001  (scipy's readers raise MatReadError and more on a damaged file)
             raise DataSourceError(f"{self.path}: not a readable SVHN .mat file ({' '.join(str(exc).split())})") from exc
         if "X" not in mat or "y" not in mat:
             raise DataSourceError(f"{self.path}: SVHN .mat needs X and y variables")

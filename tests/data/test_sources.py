@@ -178,6 +178,12 @@ def test_svhn_mat(tmp_path):
     assert_reopens(src)
     with pytest.raises(DataSourceError, match="train_32x32.mat"):
         open_source(f"{tmp_path}:train")
+    # a cut-off file: scipy's own MatReadError becomes the one-line source error
+    data = (tmp_path / "test_32x32.mat").read_bytes()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "test_32x32.mat").write_bytes(data[:7])
+    with pytest.raises(DataSourceError, match="not a readable SVHN .mat file"):
+        open_source(tmp_path / "cut" / "test_32x32.mat").labels()
 
 
 # ------------------------------------------------------------------ NeurIPS-2017 dev layout
