@@ -113,6 +113,11 @@ def test_wrong_and_pickled_weights_fail_cleanly(tmp_path):
     (tmp_path / "text.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint of tensors$"):
         create_classifier("resnet20", weights=tmp_path / "text.pt")
+    # files too short for a header, for torch or for safetensors: still a CheckpointError, one line
+    for name in ("junk.pt", "junk.safetensors"):
+        (tmp_path / name).write_bytes(b"junk")
+        with pytest.raises(CheckpointError, match=f"cannot load weights from .*{name}"):
+            create_classifier("resnet20", weights=tmp_path / name)
     with pytest.raises(CheckpointError, match="not found"):
         create_classifier("resnet20", weights=tmp_path / "nope.pt")
 
