@@ -38,7 +38,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     record = advkit_home() / "precision.json"
     try:
         choices = json.loads(record.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # (missing, not UTF-8, not JSON: measure again, run strict meanwhile)
+        return "fp32"
+    if not isinstance(choices, dict):
         return "fp32"
     choice = choices.get(torch.cuda.get_device_name(device))
     return choice if choice in ("fp32", "tf32", "bf16") else "fp32"

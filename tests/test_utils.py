@@ -84,3 +84,23 @@ def test_resolve_device_refuses_what_cannot_run_here():
     if not torch.backends.mps.is_available():
         with pytest.raises(UsageError, match="no MPS"):
             resolve_device("mps")
+
+
+def test_auto_precision_reads_the_recorded_choice_and_survives_a_bad_record(tmp_path, monkeypatch):
+    """`auto` on a GPU takes the precision recorded for that GPU name in $ADVKIT_HOME/precision.json,
+    and strict fp32 when the record is missing, not JSON, not UTF-8 or not a mapping."""
+    import torch
+
+    from advkit.precision import resolve_precision
+
+    monkeypatch.setenv("ADVKIT_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    gpu = torch.device("cuda")
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32" and resolve_precision("bf16", gpu) == "bf16"
+    assert resolve_precision("auto", gpu) == "fp32"  # no record
+    record = tmp_path / "precision.json"
+    record.write_text('{"Test GPU": "bf16", "Other": "tf32"}')
+    assert resolve_precision("auto", gpu) == "bf16"
+    for damaged in (b"[1]", b"\xff\xfe", b'{"Test GPU": "fp8"}', b"{"):
+        record.write_bytes(damaged)
+        assert resolve_precision("auto", gpu) == "fp32", damaged

@@ -190,7 +190,7 @@ def _load_cell(out: Path, key: str) -> Any | None:
         return None
     try:
         return json.loads(path.read_text())["value"]
-    except (json.JSONDecodeError, KeyError):
+    except (ValueError, KeyError, TypeError):  # (not UTF-8, not JSON, not a cell record)
         return None  # a damaged cell is recomputed
 
 

@@ -68,7 +68,7 @@ def read_checkpoint_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     if sidecar.is_file():
         try:
             record = json.loads(sidecar.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # (JSONDecodeError and UnicodeDecodeError are ValueErrors)
             raise CheckpointError(f"{sidecar}: not valid JSON ({exc})") from exc
         if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
             raise CheckpointError(f"{sidecar}: no 'config' object")

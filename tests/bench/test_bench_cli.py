@@ -483,3 +483,16 @@ def test_bench_defense_draws_in_both_modes(cifar_test_npz, weights_dir, tmp_path
     assert again.exit_code != 0 and "defense_draws" in again.stderr
     bad = run("bench", *args[:-2], "--out", str(tmp_path / "p"), "--defense-draws", "0")
     assert bad.exit_code != 0 and "--defense-draws must be >= 1" in bad.stderr
+
+
+def test_damaged_cells_are_recomputed(tmp_path):
+    """A cell file cut short, not UTF-8, or not a cell record reads as missing (so the cell is
+    computed again) instead of failing the run."""
+    from advkit.bench.runner import _cached_cell, _cell_path
+
+    for content in (b'{"key": "k", "val', b"\xff\xfe", b"[1]", b'"text"'):
+        path = _cell_path(tmp_path, "k")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        assert _cached_cell(tmp_path, "k", lambda: {"accuracy": 0.5}) == ({"accuracy": 0.5}, True)
+        assert _cached_cell(tmp_path, "k", lambda: None) == ({"accuracy": 0.5}, False)  # saved, read back

@@ -134,6 +134,10 @@ def test_bad_checkpoints_fail_cleanly(tmp_path):
         load_denoiser(tmp_path / "bad.safetensors")
     with pytest.raises(CheckpointError, match="not found"):
         load_denoiser(tmp_path / "missing.safetensors")
+    (tmp_path / "latin.safetensors").write_bytes(data)
+    (tmp_path / "latin.json").write_bytes(b"\xff\xfe not UTF-8")
+    with pytest.raises(CheckpointError, match="latin.json: not valid JSON"):
+        load_denoiser(tmp_path / "latin.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(CheckpointError):
         load_denoiser(tmp_path / "junk.safetensors")
