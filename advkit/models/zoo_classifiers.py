@@ -11,7 +11,7 @@ from urllib.error import URLError
 import torch
 
 from advkit.data.sources import CIFAR10_CLASSES
-from advkit.errors import WeightsNotFoundError
+from advkit.errors import CheckpointError, WeightsNotFoundError
 from advkit.models.cifar_resnet import CifarResNet
 from advkit.models.registry import ModelSpec, register_model
 from advkit.models.weights import load_state_dict_file
@@ -60,17 +60,28 @@ def _torchvision_download(arch: str) -> tuple[dict[str, torch.Tensor], Path]:
     import torchvision
 
     weights = torchvision.models.get_model_weights(arch).DEFAULT
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     try:
         # torch.hub writes "Downloading: URL" to stdout even with progress=False: the library never
-        # prints, and stdout carries the CLI's data (--json).
+        # prints, and stdout carries the CLI's data (--json). torch.hub unpickles whatever it finds
+        # in its cache unless told weights_only (its default is False): advkit reads only tensors.
         with contextlib.redirect_stdout(io.StringIO()):
-            state = weights.get_state_dict(progress=False, check_hash=False)
-    except (URLError, OSError, RuntimeError) as exc:
+            state = weights.get_state_dict(progress=False, check_hash=False, weights_only=True)
+    except URLError as exc:
         raise WeightsNotFoundError(
             f"cannot download {arch} weights ({type(exc).__name__}): pass --weights FILE "
             f"or put {arch}.pth in $ADVKIT_HOME/weights/"
         ) from exc
-    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    except Exception as exc:  # noqa: BLE001  (a damaged or foreign file in torch.hub's cache, a failed write)
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"cannot download {arch} weights ({type(exc).__name__}): pass --weights FILE "
+                f"or put {arch}.pth in $ADVKIT_HOME/weights/"
+            ) from exc
+        from advkit.models.weights import describe_load_error
+
+        raise CheckpointError(f"cannot load {arch} weights from torch.hub's cache {path}: "
+                              f"{describe_load_error(exc)}; delete the file to download it again") from exc
     return state, path
 
 

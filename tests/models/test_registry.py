@@ -150,3 +150,26 @@ def test_register_model_adds_a_name():
         from advkit.models.registry import _REGISTRY
 
         _REGISTRY.pop("resnet20-copy")
+
+
+def test_torch_hub_cache_is_read_as_tensors_only(tmp_path, monkeypatch):
+    """torch.hub unpickles what it finds in its cache unless told weights_only: a file there that
+    pickles an object is refused, a damaged one is one line naming it, a state dict loads offline."""
+    import argparse
+
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("ADVKIT_HOME", str(tmp_path / "advkit"))
+    monkeypatch.delenv("ADVKIT_WEIGHTS_DIRS", raising=False)
+    url = torchvision.models.get_model_weights("resnet50").DEFAULT.url
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    torch.save({"obj": argparse.Namespace(x=1)}, cached)
+    with pytest.raises(CheckpointError, match=r"torch.hub's cache .*pickles argparse\.Namespace"):
+        create_classifier("resnet50")
+    cached.write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="delete the file to download it again"):
+        create_classifier("resnet50")
+    torch.save(create_classifier("resnet50", pretrained=False).net.state_dict(), cached)
+    assert create_classifier("resnet50").num_classes == 1000
