@@ -67,13 +67,8 @@ def _torchvision_download(arch: str) -> tuple[dict[str, torch.Tensor], Path]:
         # in its cache unless told weights_only (its default is False): advkit reads only tensors.
         with contextlib.redirect_stdout(io.StringIO()):
             state = weights.get_state_dict(progress=False, check_hash=False, weights_only=True)
-    except URLError as exc:
-        raise WeightsNotFoundError(
-            f"cannot download {arch} weights ({type(exc).__name__}): pass --weights FILE "
-            f"or put {arch}.pth in $ADVKIT_HOME/weights/"
-        ) from exc
-    except Exception as exc:  # noqa: BLE001  (a damaged or foreign file in torch.hub's cache, a failed write)
-        if not path.is_file():
+    except Exception as exc:  # noqa: BLE001  (no network; a damaged or foreign file in torch.hub's cache)
+        if isinstance(exc, URLError) or not path.is_file():
             raise WeightsNotFoundError(
                 f"cannot download {arch} weights ({type(exc).__name__}): pass --weights FILE "
                 f"or put {arch}.pth in $ADVKIT_HOME/weights/"
