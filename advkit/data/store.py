@@ -477,6 +477,14 @@ def _megabytes(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+def _require_space(path: Path, need: int, what: str) -> None:
+    """`OutputError` unless the device that holds (or will hold) ``path`` has ``need`` bytes free."""
+    free = _free_bytes(path)
+    if free < need:
+        raise OutputError(f"no space left in {path.resolve().parent}: {_megabytes(free)} free, about "
+                          f"{_megabytes(need)} needed {what}")
+
+
 class PairStoreWriter:
     """Create or resume a pair store and write rows into it.
 
@@ -505,13 +513,8 @@ class PairStoreWriter:
         size = self.path.stat().st_size
         per_row = size / done if done else self._row_bytes_bound
         need = int(1.5 * n * per_row) + _SPACE_MARGIN
-        free = _free_bytes(self.path)
-        if free < need:
-            raise OutputError(
-                f"no space left in {self.path.resolve().parent}: {_megabytes(free)} free, about {_megabytes(need)} "
-                f"needed for the next {n} rows of the store; free some space and run again"
-                + (f" (gen-adv --resume keeps the {done} rows written)" if done else "")
-            )
+        _require_space(self.path, need, f"for the next {n} rows of the store; free some space and run again"
+                       + (f" (gen-adv --resume keeps the {done} rows written)" if done else ""))
 
     @classmethod
     def create(
@@ -807,10 +810,7 @@ def merge_stores(
 
     if not virtual:  # (see PairStoreWriter._check_space: HDF5 does not report a full disk reliably)
         need = int(sum(s[2].stat().st_size for s in shards) * 1.05) + _SPACE_MARGIN
-        free = _free_bytes(out)
-        if free < need:
-            raise OutputError(f"no space left in {out.resolve().parent}: {_megabytes(free)} free, about "
-                              f"{_megabytes(need)} needed for {out.name} (the shards' size)")
+        _require_space(out, need, f"for {out.name} (the shards' size)")
     with atomic_path(out, suffix=".h5.tmp") as tmp:
         with open_h5(tmp, "w", libver="latest") as dst:
             with open_h5(shards[0][2], "r") as f0:
