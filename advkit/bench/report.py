@@ -123,7 +123,9 @@ def markdown(report: dict[str, Any]) -> str:
     """Tables as in the papers: accuracy (%) per defense (rows) and radius (columns)."""
     lines = [f"# advkit bench — {report['suite']} suite", ""]
     cfg = report["config"]
-    lines += [f"Models {', '.join(cfg['models'])}; {cfg['n']} images; device {report['device']}; "
+    images = report.get("images", cfg["n"])
+    count = f"{images} images" + (f" (--n {cfg['n']}: the data holds no more)" if images < cfg["n"] else "")
+    lines += [f"Models {', '.join(cfg['models'])}; {count}; device {report['device']}; "
               f"seed {cfg['seed']}; wall time of this invocation {report['wall_time_s']:.0f} s; advkit {report['versions']['advkit']}.", ""]
     titles = {
         "oblivious": f"Oblivious: PGD-{cfg['steps']} on the bare classifier, then the defense. Accuracy (%).",

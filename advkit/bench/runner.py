@@ -322,6 +322,10 @@ def run_bench(
         "wall_time_s": round(time.time() - started, 1),
         **cells,
     }
+    if config.data:  # how many images the selection found: fewer than --n where the data runs short
+        from advkit.data.sources import open_source
+
+        report["images"] = int(len(select_images(open_source(config.data).labels(), config.n)))
     write_report(report, out)
     return report
 

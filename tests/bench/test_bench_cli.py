@@ -496,3 +496,18 @@ def test_damaged_cells_are_recomputed(tmp_path):
         path.write_bytes(content)
         assert _cached_cell(tmp_path, "k", lambda: {"accuracy": 0.5}) == ({"accuracy": 0.5}, True)
         assert _cached_cell(tmp_path, "k", lambda: None) == ({"accuracy": 0.5}, False)  # saved, read back
+
+
+def test_bench_reports_the_images_it_had_not_the_ones_asked_for(cifar_first_100, weights_dir, tmp_path):
+    """--n 20 on data holding 2 images of each of 2 classes: the report says 4 images, not 20."""
+    import numpy as np
+
+    x, y = cifar_first_100
+    keep = torch.cat([torch.nonzero(y == c).flatten()[:2] for c in (3, 5)])
+    pixels = (x[keep] * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    np.savez(tmp_path / "four.npz", x=pixels, y=y[keep].numpy())
+    result = run("--json", "bench", "--data", str(tmp_path / "four.npz"), "--model", "resnet20", "--n", "20",
+                 "--eps", "1e-3", "--steps", "1", "--mode", "oblivious", "--defense", "none", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["images"] == 4
+    assert "resnet20; 4 images (--n 20: the data holds no more)" in (tmp_path / "o" / "results.md").read_text()
