@@ -102,6 +102,12 @@ def reconstruct_adv(clean_u8: np.ndarray | torch.Tensor, delta: np.ndarray | tor
     return adv.movedim(-1, -3).contiguous()
 
 
+def images_from_raw(clean_u8: np.ndarray, delta: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean, adv) float32 (n, 3, H, W) in [0, 1] from a store's raw rows (`PairStore.raw`)."""
+    clean = torch.from_numpy(clean_u8).float().div_(255).permute(0, 3, 1, 2).contiguous()
+    return clean, reconstruct_adv(clean_u8, delta)
+
+
 def _json_attr(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
@@ -290,9 +296,7 @@ class PairStore:
 
     def images(self, rows: slice | Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(clean, adv) float32 (n, 3, H, W) in [0, 1] for the given rows."""
-        clean_u8, delta = self.raw(rows)
-        clean = torch.from_numpy(clean_u8).float().div_(255).permute(0, 3, 1, 2).contiguous()
-        return clean, reconstruct_adv(clean_u8, delta)
+        return images_from_raw(*self.raw(rows))
 
     def verify(
         self,

@@ -21,6 +21,7 @@ from advkit.data.store import (
     PairStore,
     PairStoreWriter,
     check_store_name,
+    images_from_raw,
     quantize_delta,
     reconstruct_adv,
 )
@@ -135,8 +136,8 @@ def defend_store(
                 src_idx, pred_clean = store.field("source_index"), store.field("pred_clean")
                 for start in range(0, rows, batch_size):
                     stop = min(start + batch_size, rows)
-                    clean_u8, _ = store.raw(slice(start, stop))
-                    clean, adv = store.images(slice(start, stop))
+                    clean_u8, delta_in = store.raw(slice(start, stop))
+                    clean, adv = images_from_raw(clean_u8, delta_in)
                     out = advfilter(adv.to(device)).cpu()
                     delta = quantize_delta((out - clean).permute(0, 2, 3, 1))
                     # the prediction of the image as stored (float16 difference), as gen-adv's
