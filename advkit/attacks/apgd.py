@@ -20,8 +20,8 @@ from advkit.attacks.base import (
     draw_on_unit_sphere,
     project_l2,
     project_linf,
+    to_unit_sphere,
     unit_l2,
-    unit_linf,
 )
 from advkit.attacks.registry import register_attack
 
@@ -157,10 +157,6 @@ class APGD(Attack):
         surface as in AutoAttack: L∞ from a uniform draw, L2 from a Gaussian one."""
         return draw_on_unit_sphere(shape, self.norm, self._generator)
 
-    def to_sphere(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` scaled onto the unit sphere of the attack's norm (a given ``init``)."""
-        return unit_l2(t) if self.norm == "l2" else unit_linf(t)
-
     def project(self, x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:
         """``x`` into the ``norm`` ball of radius ``eps_t`` (B, 1, 1, 1) around ``x0``, and [0, 1]."""
         return project_l2(x, x0, eps_t) if self.norm == "l2" else project_linf(x, x0, eps_t)
@@ -213,7 +209,7 @@ class APGD(Attack):
             todo = (~fooled if self.early_stop or restart else torch.ones_like(fooled)).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
-            start = self.draw_start(x0.shape) if init is None or restart else self.to_sphere(init.float())
+            start = self.draw_start(x0.shape) if init is None or restart else to_unit_sphere(init.float(), self.norm)
             adv, hit, x_best, loss_best = self.single_run(x0[todo], labels[todo], eps_t[todo],
                                                           start.to(x0.device)[todo])
             fooled[todo[hit]] = True

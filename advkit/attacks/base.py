@@ -68,13 +68,17 @@ def unit_l2(x: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, x / norm, torch.zeros_like(x))
 
 
+def to_unit_sphere(t: torch.Tensor, norm: str) -> torch.Tensor:
+    """Each sample of ``t`` scaled onto the unit sphere of ``norm`` (``l2`` or ``linf``)."""
+    return unit_l2(t) if norm == "l2" else unit_linf(t)
+
+
 def draw_on_unit_sphere(shape: torch.Size | tuple[int, ...], norm: str, generator: torch.Generator) -> torch.Tensor:
     """Random points (CPU, from ``generator``) on the unit sphere of ``norm``, one per sample, as
     AutoAttack's random starts: L∞ a uniform draw scaled to max |·| = 1, L2 a Gaussian one scaled
     to norm 1."""
-    if norm == "l2":
-        return unit_l2(torch.randn(shape, generator=generator))
-    return unit_linf(torch.rand(shape, generator=generator) * 2 - 1)
+    draw = torch.randn(shape, generator=generator) if norm == "l2" else torch.rand(shape, generator=generator) * 2 - 1
+    return to_unit_sphere(draw, norm)
 
 
 def project_l2(x: torch.Tensor, x0: torch.Tensor, eps_t: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from torch import nn
 
 from advkit.attacks import APGD, PGD, random_targets
 from advkit.attacks.apgd import checkpoint_intervals, dlr_loss
+from advkit.attacks.base import to_unit_sphere
 from tests.attacks._helpers import Scaled, accuracy
 
 
@@ -69,7 +70,7 @@ def test_apgd_l2_stays_in_its_ball_and_starts_on_its_sphere(tiny):
     start = attack.draw_start(torch.Size((4, 3, 10, 10)))
     assert torch.allclose(start.flatten(1).norm(dim=1), torch.ones(4))
     init = torch.rand(6, 3, 10, 10) * 2 - 1  # gen-adv's U(−1, 1) noise, scaled onto the L2 sphere
-    assert torch.allclose(attack.to_sphere(init).flatten(1).norm(dim=1), torch.ones(6))
+    assert torch.allclose(to_unit_sphere(init, attack.norm).flatten(1).norm(dim=1), torch.ones(6))
     a = APGD(tiny, norm="l2", steps=5, seed=1)(x, eps=0.5, init=init)
     assert torch.equal(a, APGD(tiny, norm="l2", steps=5, seed=2)(x, eps=0.5, init=init))
     assert attack.config()["norm"] == "l2"
