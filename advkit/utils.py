@@ -146,6 +146,19 @@ def parse_float_list(text: str, what: str = "value") -> list[float]:
 _RANGE_SLACK = 1e-6
 
 
+def floating_dtype(module: object) -> torch.dtype | None:
+    """The dtype of ``module``'s first floating-point parameter or buffer (float32 for a usual
+    model, float64 after ``.double()``, float16 after ``.half()``); None for a module without any
+    or for a plain callable. Attacks and defenses feed a model its own dtype and keep their own
+    arithmetic in float32."""
+    if not isinstance(module, torch.nn.Module):
+        return None
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return None
+
+
 def check_value_range(
     images: torch.Tensor, what: str = "images", upper: float = 1.0, hint: str = " (0..255 images? divide by 255)"
 ) -> None:

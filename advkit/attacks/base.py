@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkit.precision import check_precision, precision_scope
-from advkit.utils import check_value_range
+from advkit.utils import check_value_range, floating_dtype
 
 
 def as_eps_tensor(eps: float | torch.Tensor, batch: int, like: torch.Tensor, upper: float = 1.0) -> torch.Tensor:
@@ -200,7 +200,14 @@ class Attack(nn.Module):
         return hit if self.targeted else ~hit
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """The model's fp32 logits for ``images`` computed in the attack's precision."""
+        """The model's fp32 logits for ``images`` computed in the attack's precision.
+
+        The model gets the images in its own floating dtype (a ``.double()`` or ``.half()`` model
+        takes float64 or float16 images; gradients flow back through the cast), while the attack
+        keeps its iterates in float32."""
+        dtype = floating_dtype(self.model)
+        if dtype is not None and dtype != images.dtype:
+            images = images.to(dtype)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with precision_scope(self.precision, images.device):

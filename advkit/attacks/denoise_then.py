@@ -11,6 +11,7 @@ from torch import nn
 
 from advkit.attacks.base import Attack, check_images
 from advkit.precision import precision_scope
+from advkit.utils import floating_dtype
 
 
 def _has_training_mode_layers(module: nn.Module) -> bool:
@@ -61,7 +62,7 @@ class DenoiseThenAttack(Attack):
         """The denoiser's output for ``images`` (B, C, H, W) in [0, 1], float32, clamped to [0, 1]."""
         check_images(images)
         with precision_scope("fp32", images.device):
-            out = self.denoiser(images.detach().float())
+            out = self.denoiser(images.detach().to(floating_dtype(self.denoiser) or torch.float32))
         if not isinstance(out, torch.Tensor) or out.shape != images.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the denoiser must return a tensor of the input's shape {tuple(images.shape)}, got {got}")

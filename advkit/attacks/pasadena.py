@@ -45,6 +45,7 @@ from advkit.attacks.edges import EdgeModel, SobelEdges
 from advkit.attacks.registry import register_attack
 from advkit.attacks.transforms import diverse_input
 from advkit.ops import kernel_filter
+from advkit.utils import floating_dtype
 
 VARIANTS = ("advkit", "paper")
 LOSSES = ("margin", "ce")
@@ -169,7 +170,7 @@ class Pasadena(Attack):
                 raise ValueError(f"unknown denoiser {self.denoiser!r}; use a KPN module or 'gaussian'")
             return gaussian_kernels(noisy, self.kernel_size)
         with torch.no_grad():
-            kernels = self.denoiser.kernels(noisy)
+            kernels = self.denoiser.kernels(noisy.to(floating_dtype(self.denoiser) or noisy.dtype))
         if kernels.shape[1] != self.kernel_size**2:
             self.kernel_size = int(round(kernels.shape[1] ** 0.5))
         return kernels.float()

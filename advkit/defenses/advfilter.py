@@ -10,7 +10,7 @@ from torch import nn
 
 from advkit.models.checkpoint import load_denoiser, read_checkpoint_record
 from advkit.models.denoisers import Denoiser, MultiHeadFiltDenoiser, PAFilt
-from advkit.utils import check_value_range
+from advkit.utils import check_value_range, floating_dtype
 
 
 class AdvFilter(nn.Module):
@@ -57,7 +57,7 @@ class AdvFilter(nn.Module):
         check_value_range(images)
         if not images.is_floating_point():
             raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
-        return next(self.denoiser.parameters()).dtype
+        return floating_dtype(self.denoiser) or torch.float32
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # Computed in the weights' dtype and returned in the input's, as the classical defenses

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -227,3 +229,21 @@ def test_sobel_edges_on_cuda_equal_cpu_and_stay_there():
     gpu = SobelEdges()(x.cuda())
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-6, rtol=0)
+
+
+def test_float64_models_and_denoiser(setup):
+    """A ``.double()`` classifier and KPN: Pasadena and denoise-then-attack feed each its own dtype
+    (both failed with "Input type (float) and bias type (double)"); the result is float32, the labels
+    the float32 model's, and denoise-then-attack stays in its ball around the denoised image."""
+    from advkit.attacks import DenoiseThenAttack, MIFGSM
+
+    model, kpn, noisy, _ = setup
+    model64, kpn64 = copy.deepcopy(model).double(), copy.deepcopy(kpn).double()
+    r32 = Pasadena(model, kpn, steps=3).run(noisy[:4])
+    r64 = Pasadena(model64, kpn64, steps=3).run(noisy[:4])
+    assert r64["adv"].dtype == torch.float32
+    assert torch.equal(r64["labels"], r32["labels"])
+    wrapped = DenoiseThenAttack(kpn64, MIFGSM(model64, eps=0.03, steps=2))
+    adv = wrapped(noisy[:4])
+    assert adv.dtype == torch.float32
+    assert (adv - kpn(noisy[:4])).abs().max() <= 0.03 + 1e-5

@@ -3,6 +3,7 @@ the uniform contract ``attack(images, labels)`` → images in [0, 1] (in its bal
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -115,6 +116,30 @@ def test_model_runs_in_eval_mode_and_gets_its_modes_back(name):
     net.eval()
     attack.reseed(3)
     assert torch.equal(attack(x, y), adv)  # what attacking the model in eval mode gives
+
+
+@pytest.mark.parametrize("name", [n for n in list_attacks() if n not in ("pasadena", "noise")])
+def test_model_gets_its_own_dtype(tiny, name):
+    """A ``.double()`` or ``.bfloat16()`` model gets images in its dtype (it failed with "Input type
+    (float) and bias type (double) should be the same"), whatever the images' float dtype; the
+    attack's arithmetic and its output stay float32, in the default ball."""
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 8, 8)
+    eps = describe_attack(name)["default_eps"]
+    for dtype, images in [(torch.float64, x), (torch.bfloat16, x.double()), (torch.float32, x.half())]:
+        model = copy.deepcopy(tiny).to(dtype)
+        with torch.no_grad():
+            y = model(x.to(dtype)).argmax(1)
+        adv = create_attack(name, model, **QUICK.get(name, {}))(images, y)
+        assert adv.dtype == torch.float32 and adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
+        if eps is not None:
+            dist = (adv - images.float()).flatten(1)
+            size = dist.norm(dim=1) if attack_is_l2(name) else dist.abs().amax(1)
+            assert (size <= eps + 1e-5).all(), (name, dtype, size)
+
+
+def attack_is_l2(name: str) -> bool:
+    return get_attack(name).threat_norms == ("l2",)
 
 
 def test_noise_and_pasadena_build_by_name(tiny):
