@@ -70,6 +70,20 @@ def cleaned_up_on_failure(folder: str | os.PathLike[str]) -> Iterator[Path]:
 _DEVICE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
+def check_output_dir(path: str | os.PathLike[str]) -> None:
+    """Fail early, before any work, with one `OutputError` line if files cannot be created in
+    ``path``'s folder (``path`` itself where it is a folder): a component that is a file, a
+    read-only folder."""
+    path = Path(path)
+    probe = path if path.is_dir() else path.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"cannot write {path}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: {probe} is not writable")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

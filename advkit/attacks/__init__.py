@@ -19,7 +19,14 @@ from advkit.attacks.noise import GaussianNoise
 from advkit.attacks.pasadena import Pasadena
 from advkit.attacks.pgd import PGD
 from advkit.attacks.pgd_l2 import PGDL2
-from advkit.attacks.registry import create_attack, describe_attack, get_attack, list_attacks, register_attack
+from advkit.attacks.registry import (
+    create_attack,
+    describe_attack,
+    get_attack,
+    list_attacks,
+    parse_attack_options,
+    register_attack,
+)
 from advkit.attacks.sinifgsm import SINIFGSM
 from advkit.attacks.spsa import SPSA
 from advkit.attacks.square import Square
@@ -35,5 +42,5 @@ __all__ += ["CW", "DeepFool", "EAD", "SPSA", "Square"]
 __all__ += ["least_likely_targets", "random_targets", "shifted_targets"]
 __all__ += ["DIM", "MIFGSM", "TIDIM", "TIFGSM", "TIMIFGSM", "DenoiseThenAttack", "Pasadena"]
 __all__ += ["NIFGSM", "SINIFGSM", "VMIFGSM", "VNIFGSM"]
-__all__ += ["create_attack", "describe_attack", "get_attack", "list_attacks", "register_attack"]
+__all__ += ["create_attack", "describe_attack", "get_attack", "list_attacks", "parse_attack_options", "register_attack"]
 __all__ += ["MultiAttack", "HopSkipJump"]

@@ -19,7 +19,7 @@ from advkit.data.store import STORE_SUFFIXES, PairStoreWriter, quantize_delta, r
 from advkit.errors import OutputExistsError, UsageError
 from advkit.models import create_classifier, get_model_spec
 from advkit.models.classifier import strict_fp32_predictions
-from advkit.utils import atomic_path, cleaned_up_on_failure, parse_float_list, split_list
+from advkit.utils import atomic_path, check_output_dir, cleaned_up_on_failure, parse_float_list, split_list
 
 # suffixes that name a single file, never the output folder
 OTHER_FILE_SUFFIXES = frozenset({".txt", ".json", ".csv", ".npz", ".npy", ".pt", ".pth", ".safetensors"})
@@ -58,6 +58,7 @@ def run_attack_denoise(
         raise UsageError("--save-png needs --out to be a folder")
     if out.exists() and not overwrite and (not to_folder or any(out.iterdir())):
         raise OutputExistsError(f"{out} exists; use --overwrite to replace it")
+    check_output_dir(out)
 
     classifier = create_classifier(model).to(device)
     for p in classifier.parameters():

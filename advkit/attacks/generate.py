@@ -286,6 +286,7 @@ def generate_pairs(
     }
 
     partial = partial_path(out)
+    created = False
     try:  # (as every other command's output, the folder is made if missing)
         partial.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -304,6 +305,7 @@ def generate_pairs(
             f"an unfinished run exists at {partial}; use --resume to finish it or --overwrite to restart"
         )
     else:
+        created = True
         writer = PairStoreWriter.create(
             partial,
             rows=rows,
@@ -370,6 +372,13 @@ def generate_pairs(
             if on_progress:
                 on_progress(int(done.sum()), rows)
         writer.finish()
+    except BaseException:
+        if created and computed == 0:
+            # Nothing was done (the data failed to load, Ctrl-C at once): a partial with no rows
+            # would only send the next run to --resume.
+            writer.close()
+            partial.unlink(missing_ok=True)
+        raise
     finally:
         writer.close()
     os.replace(partial, out)

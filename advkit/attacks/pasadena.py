@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkit.attacks.base import Attack, check_images
-from advkit.attacks.edges import EdgeModel, SobelEdges
+from advkit.attacks.edges import EdgeModel, create_edge_model
 from advkit.attacks.registry import register_attack
 from advkit.attacks.transforms import diverse_input
 from advkit.ops import kernel_filter
@@ -90,7 +90,8 @@ class Pasadena(Attack):
         model: classifier over [0, 1] images.
         denoiser: a KPN denoiser (anything with ``kernels(x) → (B, K², H, W)`` and ``padding``), or
             ``"gaussian"`` for the ablation's fixed Gaussian kernels.
-        edges: an edge model (default: multi-scale Sobel); ``None`` gives M = sigmoid(−θ) flat.
+        edges: an edge model, or its name (``"sobel"``, the default: multi-scale Sobel; ``"canny"``:
+            dilated Canny); ``None`` gives the flat mask M = sigmoid(−θ).
         lam: λ, the weight of the attack loss against the kernel-distance loss.
         theta: θ, the mask threshold.
         steps: T, the maximum number of iterations.
@@ -122,7 +123,7 @@ class Pasadena(Attack):
         self,
         model: nn.Module,
         denoiser: nn.Module | str,
-        edges: EdgeModel | None = None,
+        edges: EdgeModel | str | None = "sobel",
         *,
         lam: float = 0.9,
         theta: float = 0.45,
@@ -155,7 +156,7 @@ class Pasadena(Attack):
         self.loss, self.refine, self.confidence = loss, refine, float(confidence)
         self.diversity = float(diversity)
         self.denoiser = denoiser
-        self.edges = edges if edges is not None else SobelEdges()
+        self.edges = create_edge_model(edges) if isinstance(edges, str) else edges
         self.lam, self.theta, self.alpha = lam, theta, alpha
         self.kernel_step, self.weight_step = kernel_step, weight_step
         self.variant = variant
@@ -227,7 +228,8 @@ class Pasadena(Attack):
             attack_loss = self.attack_loss(self.logits(seen), y[active])
             dist = (ka - k_n[active]).pow(2).flatten(1).sum(1)
             objective = (self.lam * attack_loss - (1 - self.lam) * dist).sum()
-            grad_k, grad_w = torch.autograd.grad(objective, [ka, wa])
+            # (a flat mask, edges=None, has no weights to learn: their gradient is zero)
+            grad_k, grad_w = torch.autograd.grad(objective, [ka, wa], allow_unused=True, materialize_grads=True)
             with torch.no_grad():
                 if self.variant == "paper":
                     k_a[active] = ka + self.alpha * grad_k
@@ -297,7 +299,8 @@ class Pasadena(Attack):
         return moved.clamp(0, 1)
 
     def config(self) -> dict[str, Any]:
-        edges = self.edges.config() if hasattr(self.edges, "config") else type(self.edges).__name__
+        edges = (None if self.edges is None else
+                 self.edges.config() if hasattr(self.edges, "config") else type(self.edges).__name__)
         denoiser = self.denoiser if isinstance(self.denoiser, str) else getattr(self.denoiser, "config", "kpn")
         return {
             **super().config(), "variant": self.variant, "lam": self.lam, "theta": self.theta, "steps": self.steps,

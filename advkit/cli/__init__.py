@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 import advkit
 from advkit.cli._common import MAX_SEED, GlobalOptions, install_warning_printer
-from advkit.errors import AdvkitError
+from advkit.errors import AdvkitError, UsageError
 
 try:  # typer >= 0.2x vendors its own click; older typer uses the click package
     from typer import _click as click
@@ -57,6 +57,9 @@ class AdvkitGroup(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):  # noqa: ANN001
         code = 0
         try:
+            given = sys.argv[1:] if args is None else list(args)
+            if "" in given:  # Path("") is ".": an empty name would act on the current folder
+                raise UsageError('an empty argument ("") was given; name the file, folder or value')
             rv = super().main(
                 args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
             )
@@ -81,10 +84,14 @@ class AdvkitGroup(TyperGroup):
         except Exception as exc:  # noqa: BLE001  (the one place that turns bugs into a line)
             if _debug():
                 traceback.print_exc()
-            sys.stderr.write(
-                f"error: internal error: {type(exc).__name__}: {_one_line(exc)} "
-                "(set ADVKIT_DEBUG=1 for the traceback)\n"
-            )
+            if isinstance(exc, OSError) and exc.filename is not None:
+                # A path the system refused (a name too long, a file where a folder should be, ...).
+                sys.stderr.write(f"error: {exc.filename}: {exc.strerror or _one_line(exc)}\n")
+            else:
+                sys.stderr.write(
+                    f"error: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                    "(set ADVKIT_DEBUG=1 for the traceback)\n"
+                )
             code = 1
         if standalone_mode:
             sys.exit(code)

@@ -124,10 +124,17 @@ class ProgressReporter:
         self._start = time.perf_counter()
         self._first_done: int | None = None
 
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
     def __call__(self, done: int, total: int) -> None:
         if self._progress is None:
             return
         if self._task is None:
+            # Shown from the first report on: a command that fails before any progress leaves
+            # its one error line alone, without an empty bar line above it.
+            self._progress.start()
             self._task = self._progress.add_task(self._description, total=total, rate="")
             self._first_done = done
             self._start = time.perf_counter()
@@ -153,8 +160,12 @@ def progress_bar(opts: GlobalOptions, description: str, unit: str = "img") -> It
         console=stderr_console(),
         transient=False,
     )
-    with progress:
-        yield ProgressReporter(progress, description, unit)
+    reporter = ProgressReporter(progress, description, unit)
+    try:
+        yield reporter
+    finally:
+        if reporter.started:
+            progress.stop()
 
 
 def install_warning_printer(opts: GlobalOptions) -> None:

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         src: Annotated[
             Path, typer.Argument(help="An image, a folder of images, a pair store (.h5), or 'sample'.")
         ],
-        dst: Annotated[Path, typer.Argument(help="Output PNG, folder, or store.")],
+        dst: Annotated[str, typer.Argument(help="Output PNG, folder (a name ending in / is made if missing), or store.")],
         denoiser: Annotated[
             str, typer.Option("--denoiser", help="A shipped denoiser name or a checkpoint path.")
         ] = "default",
@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
         `advkit defend sample OUT/` denoises the bundled sample photos into OUT/.
         """
         from advkit.defenses import AdvFilter
-        from advkit.defenses.apply import check_output_dir, defend_path, names_bundled_sample
+        from advkit.defenses.apply import defend_path, names_bundled_sample
+        from advkit.utils import check_output_dir
         from advkit.errors import ImageReadError, UsageError
 
         opts = get_options(ctx, device=device, json=json_out)

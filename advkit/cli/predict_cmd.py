@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -125,7 +126,8 @@ def register(app: typer.Typer) -> None:
                 raise UsageError("nothing to classify: the selection from --data is empty")
             try:  # the labels as the model's class indices; none where the two cannot be matched
                 labels = labels_for_model(source, spec.class_names(), spec.num_classes, model)[0][indices]
-            except UsageError:
+            except UsageError as exc:  # predictions still mean something; say why there is no accuracy
+                warnings.warn(f"no accuracy: {exc}", stacklevel=1)
                 labels = None
             total = len(indices)
             batches = _source_batches(source, indices, batch_size)

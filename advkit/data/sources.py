@@ -725,6 +725,9 @@ def _read_labels_csv(path: Path, rel: list[str]) -> tuple[np.ndarray, list[str] 
     class_names: list[str] | None = None
     if all(_is_int(v) for v in values):
         mapping = {v: int(v) for v in values}
+        negative = [v for v in values if mapping[v] < -1]
+        if negative:  # -1 is "unknown", as for a file the csv leaves out; below it is no class
+            raise DataSourceError(f"{path}: label {negative[0]} is negative (labels are class indices; -1 means unknown)")
     else:
         class_names = sorted(set(values))
         mapping = {v: class_names.index(v) for v in values}

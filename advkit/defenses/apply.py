@@ -26,21 +26,17 @@ from advkit.data.store import (
     reconstruct_adv,
 )
 from advkit.defenses.advfilter import AdvFilter
-from advkit.errors import DataSourceError, ImageReadError, OutputError, OutputExistsError
+from advkit.errors import AdvkitError, DataSourceError, ImageReadError, OutputError, OutputExistsError, UsageError
 from advkit.models.classifier import strict_fp32_predictions
-from advkit.utils import atomic_path, cleaned_up_on_failure
+from advkit.utils import atomic_path, check_output_dir, cleaned_up_on_failure
 
 
-def check_output_dir(path: Path) -> None:
-    """Fail early, before any work, if files cannot be created in ``path``'s folder."""
-    parent = path if path.is_dir() else path.parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OutputError(f"cannot write {path}: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {path}: {probe} is not writable")
+def check_uncertainty_request(advfilter: AdvFilter, src: str | os.PathLike[str]) -> None:
+    """`UsageError` unless a fusion-weight map can be written: a PA-Filt denoiser and one image file."""
+    if advfilter.arch != "pafilt":
+        raise UsageError(f"--save-uncertainty needs a PA-Filt denoiser; this one is {advfilter.arch}")
+    if names_bundled_sample(src) or Path(src).is_dir() or Path(src).suffix.lower() in STORE_SUFFIXES:
+        raise UsageError(f"--save-uncertainty writes the map of one image; {src} is not an image file")
 
 
 def defend_image_file(
@@ -53,15 +49,13 @@ def defend_image_file(
     save_uncertainty: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Denoise one image file into a lossless PNG. Returns sizes and, for PA-Filt, the mean weight."""
+    if save_uncertainty is not None:
+        check_uncertainty_request(advfilter, src)
     image = read_image(src).unsqueeze(0).to(device)
     parts = advfilter.denoise_large(image, tile=tile, with_parts=save_uncertainty is not None)
     write_png(dst, parts["out"][0])
     info: dict[str, Any] = {"input": str(src), "output": str(dst), "size": list(image.shape[-2:])}
     if save_uncertainty is not None:
-        if "weight" not in parts:
-            from advkit.errors import UsageError
-
-            raise UsageError(f"--save-uncertainty needs a PA-Filt denoiser; this one is {advfilter.arch}")
         weight = parts["weight"][0].expand(3, -1, -1)
         write_png(save_uncertainty, weight)
         info["uncertainty"] = str(save_uncertainty)
@@ -91,15 +85,33 @@ def defend_folder(
     on_progress: Callable[[int, int], None] | None = None,
     files: list[Path] | None = None,
 ) -> dict[str, Any]:
-    """Denoise every image under ``src`` (or the given ``files`` in it) into ``dst`` as PNG, mirroring paths."""
+    """Denoise every image under ``src`` (or the given ``files`` in it) into ``dst`` as PNG, mirroring
+    paths (see `output_names`). A file that cannot be read stops the run with one line saying how
+    many images were written; those stay, each whole."""
     files = list_images(src) if files is None else files
+    outputs = output_names(files, src, dst)
     with cleaned_up_on_failure(dst):
-        for i, f in enumerate(files):
-            out = (dst / f.relative_to(src)).with_suffix(".png")
-            defend_image_file(advfilter, f, out, device=device, tile=tile)
+        for i, (f, out) in enumerate(zip(files, outputs)):
+            try:
+                defend_image_file(advfilter, f, out, device=device, tile=tile)
+            except AdvkitError as exc:
+                raise type(exc)(f"{exc} (stopped at image {i + 1} of {len(files)}; {i} written to {dst})") from exc
             if on_progress:
                 on_progress(i + 1, len(files))
     return {"input": str(src), "output": str(dst), "images": len(files)}
+
+
+def output_names(files: list[Path], src: Path, dst: Path) -> list[Path]:
+    """The PNG each of ``files`` (under ``src``) is written to under ``dst``: the same relative path
+    with the suffix ``.png``, except where two inputs would meet in one output (``a.jpg`` and
+    ``a.png``): then each keeps its full name plus ``.png`` (``a.jpg.png``), the one already named
+    so keeping it, and no image overwrites another."""
+    plain = [(dst / f.relative_to(src)).with_suffix(".png") for f in files]
+    count: dict[Path, int] = {}
+    for p in plain:
+        count[p] = count.get(p, 0) + 1
+    return [p if count[p] == 1 or (dst / f.relative_to(src)) == p else (dst / f.relative_to(src)).with_name(f.name + ".png")
+            for f, p in zip(files, plain)]
 
 
 @torch.no_grad()
@@ -176,6 +188,9 @@ def defend_path(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Dispatch on what ``src`` is: an image file, a folder of images, or a pair store (.h5)."""
+    if save_uncertainty is not None:
+        # Refused before anything is written: the map is PA-Filt's, of one image.
+        check_uncertainty_request(advfilter, src)
     if names_bundled_sample(src):
         # The bundled sample (scikit-image's photos): denoise them all into the folder dst.
         from advkit.data.sources import open_source
@@ -183,15 +198,22 @@ def defend_path(
         sample = open_source("sample")
         dst = Path(dst)
         check_output_dir(dst)
+        if not dst.is_dir() and dst.suffix.lower() in IMAGE_EXTENSIONS.union(STORE_SUFFIXES):
+            raise OutputError(f"{dst}: the sample is a folder of photos; give an output folder, not a file name")
         return defend_folder(advfilter, sample.root, dst, device=device, tile=tile, on_progress=on_progress,
                              files=sample.files)
+    names_folder = str(dst).endswith(("/", os.sep))  # "out/" names a folder, made if missing
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise ImageReadError(f"input not found: {src}")
     check_output_dir(dst)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise OutputError(f"{dst} is the input; defend writes its output beside it, not over it")
     if src.is_dir():
         if dst.exists() and not dst.is_dir():
             raise OutputError(f"{dst} exists and is not a folder (the input is a folder)")
+        if not dst.exists() and dst.suffix.lower() in IMAGE_EXTENSIONS.union(STORE_SUFFIXES):
+            raise OutputError(f"{dst}: the input is a folder; give an output folder, not a file name")
         return defend_folder(advfilter, src, dst, device=device, tile=tile, on_progress=on_progress)
     if src.suffix.lower() in STORE_SUFFIXES:
         check_store_name(dst, "defend output")
@@ -199,10 +221,16 @@ def defend_path(
             raise OutputExistsError(f"{dst} exists; use --overwrite to replace it")
         return defend_store(advfilter, src, dst, device=device, batch_size=batch_size, classifier=classifier,
                             on_progress=on_progress)
-    if dst.is_dir():
+    if dst.is_dir() or names_folder:
         dst = dst / (src.stem + ".png")
     # A lossless PNG under another name (out.jpg) would mislabel the file for every later reader.
     for path in (dst, save_uncertainty):
         if path is not None and Path(path).suffix.lower() != ".png":
             raise OutputError(f"{path}: defend writes lossless PNG; name the output *.png or give a folder")
+    if save_uncertainty is not None:
+        check_output_dir(save_uncertainty)
+        if Path(save_uncertainty).resolve() == dst.resolve():
+            raise UsageError(f"--save-uncertainty {save_uncertainty} is the denoised image's output too")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise OutputError(f"{dst} is the input; defend writes its output beside it, not over it")
     return defend_image_file(advfilter, src, dst, device=device, tile=tile, save_uncertainty=save_uncertainty)

@@ -243,6 +243,17 @@ def _train_denoiser(
     for stage_name, stage_epochs in (("denoiser", cfg.epochs), ("fusion", cfg.total_epochs - cfg.epochs)):
         if stage_epochs > 0 and not trained_in(stage_name):
             raise UsageError(f"--freeze leaves nothing to train in the {stage_name} stage")
+    if isinstance(model, PAFilt) and cfg.epochs > 0:
+        # With the shared encoder and the SL branch frozen, only rows at PA-Filt's M radii reach a
+        # trainable weight; a batch of other rows would have no gradient at all.
+        m_only = all(name.split(".")[0] in ("decoder_m", "head_m") for name in trained_in("denoiser"))
+        radii = np.unique(data.eps)
+        others = radii[~np.isin(radii, np.asarray(PAFilt.M_RADII, dtype=radii.dtype))].tolist()
+        if m_only and others:
+            raise UsageError(f"--freeze leaves only the M branch to train, which learns from the radii "
+                             f"{', '.join(f'{e:g}' for e in PAFilt.M_RADII)} alone; the store also has "
+                             f"{', '.join(f'{e:g}' for e in others[:4])}: add --train-eps "
+                             f"{','.join(f'{e:g}' for e in PAFilt.M_RADII)}")
 
     def make_optimizer(stage: str) -> torch.optim.Optimizer:
         lr = cfg.fusion_lr if stage == "fusion" else cfg.lr

@@ -33,7 +33,7 @@ def test_edges_are_in_unit_range_and_multi_scale(setup):
     assert c.shape == (8, 1, 32, 32) and set(c.unique().tolist()) <= {0.0, 1.0}
     thin = CannyEdges(sigma=1.0, width=1)(noisy)
     assert c.sum() > thin.sum()  # dilation widens the edges
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="positive odd number, got 4"):
         CannyEdges(width=4)
     assert isinstance(create_edge_model("canny", width=3), CannyEdges)
 
@@ -247,3 +247,21 @@ def test_float64_models_and_denoiser(setup):
     adv = wrapped(noisy[:4])
     assert adv.dtype == torch.float32
     assert (adv - kpn(noisy[:4])).abs().max() <= 0.03 + 1e-5
+
+
+def test_edges_by_name_and_the_flat_mask(setup):
+    """``edges="canny"`` builds the edge model (a string was kept and failed at the call with "'str'
+    object is not callable"); ``edges=None`` gives the documented flat mask sigmoid(−θ) (it was
+    replaced by the Sobel default)."""
+    from advkit.errors import UnknownNameError
+
+    model, kpn, noisy, _ = setup
+    assert isinstance(Pasadena(model, kpn).edges, SobelEdges)
+    canny = Pasadena(model, kpn, edges="canny", steps=2)
+    assert isinstance(canny.edges, CannyEdges) and canny.run(noisy[:2])["adv"].shape == (2, 3, 32, 32)
+    flat = Pasadena(model, kpn, edges=None, steps=2, theta=0.5)
+    mask = flat.run(noisy[:2])["mask"]
+    torch.testing.assert_close(mask, torch.full_like(mask, float(torch.sigmoid(torch.tensor(-0.5)))))
+    assert flat.config()["edges"] is None
+    with pytest.raises(UnknownNameError, match="unknown edge model 'prewitt'"):
+        Pasadena(model, kpn, edges="prewitt")

@@ -73,7 +73,12 @@ def test_attack_denoise_bad_input_is_one_line(tiny_kpn, cifar_test_npz, weights_
         (["--edges", "canny", "--canny-width", "4"], "positive odd number"),
         (["--out", str(tmp_path / "ad.txt")], "a pair store (*.h5) or a folder"),
         (["--out", str(tmp_path / "ad.png")], "a pair store (*.h5) or a folder"),
+        # a file where the output's folder should be: refused before the attack runs (it was an
+        # "internal error: FileExistsError" after it)
+        (["--out", str(tmp_path / "blocker" / "y.h5")], "blocker is not a folder"),
+        (["--out", str(tmp_path / "blocker" / "sub")], "blocker is not a folder"),
     ]
+    (tmp_path / "blocker").write_bytes(b"")
     for extra, needle in cases:
         args = ["attack-denoise", "--data", str(cifar_test_npz), "--model", "resnet20", "--denoiser",
                 str(tiny_kpn), "--limit", "2", "--out", str(tmp_path / "x.h5")]

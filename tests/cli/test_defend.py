@@ -89,8 +89,12 @@ def test_pafilt_uncertainty_png(sample_png, tmp_path):
     assert w.shape == read_image(sample_png).shape
     result = run("defend", str(sample_png), str(tmp_path / "o2.png"), "--save-uncertainty", str(tmp_path / "w2.png"))
     _one_line_error(result, "PA-Filt")
-    assert not (tmp_path / "o2.png").exists() or True  # the denoised image may exist; the map must not
-    assert not (tmp_path / "w2.png").exists()
+    assert not (tmp_path / "o2.png").exists() and not (tmp_path / "w2.png").exists()  # refused before writing
+    # a folder (or store) has no one map to write: refused, not ignored
+    result = run("defend", str(sample_png.parent), str(tmp_path / "od"), "--denoiser", "advfilter-cifar10-pafilt",
+                 "--save-uncertainty", str(tmp_path / "w3.png"))
+    _one_line_error(result, "one image")
+    assert not (tmp_path / "od").exists() and not (tmp_path / "w3.png").exists()
 
 
 def test_greyscale_and_rgba_are_converted_with_a_warning(tmp_path):
@@ -128,11 +132,11 @@ def test_bad_inputs_are_one_line_and_write_nothing(sample_png, tmp_path):
     _one_line_error(run("defend", str(sample_png), str(tmp_path / "o.png"), "--denoiser",
                         str(tmp_path / "bad.safetensors")), "truncated")
     # a checkpoint that is not a denoiser (a classifier's weights) is refused the same way
-    from pathlib import Path
-    import os
+    import torch
 
-    r20 = Path(os.environ["ADVKIT_WEIGHTS_DIRS"]) / "resnet20.th"
-    if r20.is_file():
-        _one_line_error(run("defend", str(sample_png), str(tmp_path / "o.png"), "--denoiser", str(r20)))
+    from advkit.models.cifar_resnet import CifarResNet
+
+    torch.save({"state_dict": CifarResNet(20).state_dict()}, tmp_path / "r20.th")
+    _one_line_error(run("defend", str(sample_png), str(tmp_path / "o.png"), "--denoiser", str(tmp_path / "r20.th")))
     assert not (tmp_path / "o.png").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left behind

@@ -401,3 +401,18 @@ def test_class_folders_are_labelled_by_the_models_classes(tmp_path, cifar_first_
     with PairStore(out) as store:
         assert store.field("label").tolist() == [3] * 5 + [5] * 5
         assert store.info.class_names[3] == "cat"
+
+
+def test_a_run_that_fails_before_any_row_leaves_no_partial(tmp_path, weights_dir):
+    """Data that cannot be batched (images of two sizes at their native size) fails at the first
+    batch: one line, and no ``.partial`` with 0 rows done that would send the rerun to --resume."""
+    from advkit.data.images import write_png
+
+    write_png(tmp_path / "d" / "a.png", torch.rand(3, 32, 32))
+    write_png(tmp_path / "d" / "b.png", torch.rand(3, 24, 32))
+    out = tmp_path / "o.h5"
+    args = ["gen-adv", "--data", str(tmp_path / "d"), "--model", "resnet20", "--eps", "1e-2", "--steps", "1",
+            "--image-size", "native", "--out", str(out)]
+    for _ in range(2):  # the rerun fails the same way, not with "an unfinished run exists"
+        _assert_one_line_error(run(*args), "differ in size")
+        assert not out.exists() and not (tmp_path / "o.h5.partial").exists()

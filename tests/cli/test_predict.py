@@ -117,8 +117,11 @@ def test_class_folders_are_scored_in_the_models_classes(cifar_pngs, tmp_path, we
     assert out["accuracy"] == np.mean([r["index"] == r["label"] for r in out["predictions"]])
     (tmp_path / "v" / "submarine").mkdir()
     (tmp_path / "v" / "submarine" / "s.png").write_bytes(paths[0].read_bytes())
-    out = json.loads(run("predict", "--data", str(tmp_path / "v"), "-m", "resnet20", "--json").stdout)
+    result = runner.invoke(app, ["predict", "--data", str(tmp_path / "v"), "-m", "resnet20", "--json"])
+    out = json.loads(result.stdout)
     assert "accuracy" not in out and len(out["predictions"]) == 3
+    # said, not silently dropped
+    assert result.stderr.startswith("warning: no accuracy:") and "submarine" in result.stderr, result.stderr
 
 
 def test_sample_source_runs_offline(weights_dir):

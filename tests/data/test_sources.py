@@ -256,6 +256,9 @@ def test_folder_with_labels_csv(tmp_path):
     (tmp_path / "labels.csv").write_text("x1.png,1\nmissing.png,2\n")
     with pytest.raises(DataSourceError, match="missing.png"):
         open_source(tmp_path)
+    (tmp_path / "labels.csv").write_text("x1.png,-1\nx2.png,-5\n")  # -1 is "unknown"; -5 no class at all
+    with pytest.raises(DataSourceError, match="label -5 is negative"):
+        open_source(tmp_path)
 
 
 def test_image_folder_class_subfolders(tmp_path):

@@ -201,7 +201,7 @@ def test_pafilt_starts_from_a_filt_and_freeze_keeps_parts_fixed(tiny_store, tmp_
     filt = load_denoiser(tmp_path / "filt" / "last.safetensors")
     pa = TrainConfig(arch="pafilt", loss="img", train=str(tiny_store), out=str(tmp_path / "pa"), width=4,
                      epochs=1, fusion_epochs=0, batch_size=24, init=str(tmp_path / "filt"),
-                     freeze=["encoder", "decoder_sl", "head_sl"])
+                     freeze=["encoder", "decoder_sl", "head_sl"], train_eps=[1e-1, 3e-1])
     train_denoiser(pa)
     model = load_denoiser(tmp_path / "pa" / "last.safetensors")
     with PairStore(tiny_store) as s:
@@ -215,6 +215,19 @@ def test_pafilt_starts_from_a_filt_and_freeze_keeps_parts_fixed(tiny_store, tmp_
     assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("encoder."))
     assert any(not torch.equal(after["decoder_m." + k[len("decoder."):]], before[k])
                for k in before if k.startswith("decoder."))
+
+
+def test_freezing_all_but_the_m_branch_needs_the_m_radii(tiny_store, tmp_path):
+    """Encoder and SL branch frozen: only rows at the M radii (0.1, 0.3, 0.5) reach a trainable
+    weight, and a batch without one failed mid-run ("element 0 of tensors does not require grad",
+    as "internal error"); a store with other radii is refused before anything is written."""
+    config = dict(arch="pafilt", loss="img", train=str(tiny_store), width=4, epochs=1, fusion_epochs=0,
+                  batch_size=1, freeze=["encoder", "decoder_sl", "head_sl"])
+    with pytest.raises(UsageError, match="only the M branch.*also has 0.01: add --train-eps 0.1,0.3,0.5"):
+        train_denoiser(TrainConfig(**config, out=str(tmp_path / "m")))
+    assert not (tmp_path / "m").exists()
+    train_denoiser(TrainConfig(**config, out=str(tmp_path / "m"), train_eps=[1e-1, 3e-1]))  # batches of one row each
+    assert (tmp_path / "m" / "last.safetensors").is_file()
 
 
 def test_bad_fusion_loss(tiny_store, tmp_path):
@@ -285,7 +298,7 @@ def test_cli_staged_pafilt_options(tiny_store, tmp_path):
     assert filt.exit_code == 0, filt.output
     staged = runner.invoke(app, [*base, "--out", str(tmp_path / "pa"), "--arch", "pafilt", "--epochs", "1",
                                  "--fusion-epochs", "0", "--init", str(tmp_path / "filt"),
-                                 "--freeze", "encoder, decoder_sl,head_sl", "--fusion-loss", "choice",
+                                 "--freeze", "encoder, decoder_sl,head_sl", "--train-eps", "1e-1,3e-1", "--fusion-loss", "choice",
                                  "--fusion-input", "uncertainty+image"])
     assert staged.exit_code == 0, staged.output
     record = json.loads((tmp_path / "pa" / "last.json").read_text())
