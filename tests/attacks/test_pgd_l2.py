@@ -93,7 +93,7 @@ def test_matches_torchattacks_pgdl2_success_with_random_start_and_targets(cifar_
         theirs = torchattacks.PGDL2(model, eps=eps, alpha=0.2 * eps, steps=steps)(x, y)
     assert abs(_success(model, ours, y) - _success(model, theirs, y)) <= 0.05
     targets = random_targets(y, 10, torch.Generator().manual_seed(0))
-    big = 0.5
+    big = 0.2  # (at 0.5 both reach 99 %: any attack near saturation would pass)
     ours_t = PGDL2(model, eps=big, steps=steps, targeted=True)(x, targets)
     theirs_attack = torchattacks.PGDL2(model, eps=big, alpha=0.2 * big, steps=steps)
     theirs_attack.set_mode_targeted_by_label(quiet=True)
@@ -102,3 +102,4 @@ def test_matches_torchattacks_pgdl2_success_with_random_start_and_targets(cifar_
         theirs_t = theirs_attack(x, targets)
     hit_ours, hit_theirs = _success(model, ours_t, targets, True), _success(model, theirs_t, targets, True)
     assert abs(hit_ours - hit_theirs) <= 0.05, (hit_ours, hit_theirs)
+    assert 0.2 < hit_ours < 0.97, hit_ours  # 0.65 measured

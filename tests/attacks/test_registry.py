@@ -12,13 +12,14 @@ from torch import nn
 
 import advkit.attacks as attacks
 from advkit.attacks import Attack, DenoiseThenAttack, MultiAttack, create_attack, describe_attack, get_attack, list_attacks
-from advkit.attacks.registry import parse_attack_options, register_attack
+from advkit.attacks.registry import register_attack
+from advkit.attacks import parse_attack_options
 from advkit.errors import UnknownNameError, UsageError
 
 # Small budgets so every attack runs in a moment on the tiny model; the rest are each class's defaults.
 QUICK = {
     "apgd": {"steps": 5}, "apgd-t": {"steps": 5, "n_targets": 2}, "autoattack": {"steps": 3, "queries": 20},
-    "cw": {"steps": 10}, "ead": {"steps": 10, "binary_search_steps": 2}, "deepfool": {"steps": 5}, "fab": {"steps": 5}, "fab-t": {"steps": 5, "n_targets": 2},
+    "cw": {"steps": 10}, "ead": {"steps": 10, "binary_search_steps": 2, "c": 10.0}, "deepfool": {"steps": 5}, "fab": {"steps": 5}, "fab-t": {"steps": 5, "n_targets": 2},
     "pgd": {"steps": 5}, "pgd_l2": {"steps": 5}, "spsa": {"steps": 3, "samples": 8}, "square": {"queries": 20},
     "vmifgsm": {"samples": 2}, "hopskipjump": {"steps": 2, "init_evals": 10, "max_evals": 20}, "vnifgsm": {"samples": 2}, "sinifgsm": {"scales": 2},
 }
@@ -81,6 +82,7 @@ def test_uniform_contract(tiny, name):
     attack.reseed(7)
     assert torch.equal(attack(x, y), adv), "reseed must restart every random stream the attack draws from"
     assert adv.shape == x.shape and adv.dtype == torch.float32 and adv.min() >= 0 and adv.max() <= 1
+    assert not torch.equal(adv, x), "the attack changed nothing, so the checks here would check nothing"
     eps = describe_attack(name)["default_eps"]
     if eps is not None:
         dist = (adv - x).flatten(1)
@@ -146,7 +148,7 @@ def test_noise_and_pasadena_build_by_name(tiny):
     x = torch.rand(2, 3, 8, 8)
     noisy = create_attack("noise", None, sigma=0.1)(x)
     assert noisy.shape == x.shape and not torch.equal(noisy, x)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="denoiser"):
         create_attack("pasadena", tiny)  # needs its denoiser
 
 

@@ -161,9 +161,13 @@ def test_flat_patches_give_a_deterministic_score():
     noise = torch.rand(1, 1, 48, 48, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     image = (blocks + 0.05 * noise).clamp(0, 1)
     image[..., 30:46, 2:20] = 0.5  # a flat 16 × 18 patch
-    score = brisque(image)
+    grey = (image * 255).round().to(torch.uint8)[0, 0].numpy()
+    score = brisque(torch.from_numpy(grey)[None, None].double() / 255)
     assert torch.isfinite(score).all()
-    torch.testing.assert_close(brisque(image.flip(-1).flip(-1)), score, rtol=0, atol=0)
+    model = {k: v.numpy() for k, v in brisque_module.load_model().items()}
+    expected = reference.score(reference.features(grey), model)  # the MATLAB transcription, flat patch and all
+    np.testing.assert_allclose(score.numpy(), [expected], rtol=0, atol=1e-7)
+    assert torch.equal(brisque(torch.from_numpy(grey)[None, None].double() / 255), score)  # and deterministic
 
 
 def test_a_flat_image_has_no_score_and_warns():

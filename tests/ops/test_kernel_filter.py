@@ -256,7 +256,7 @@ def test_dtype_device_padding_and_reflect_size_errors():
     small, small_kernels = make_inputs(1, 3, 3, 8, 7, 3)
     with pytest.raises(ValueError, match=r"reflect.*K // 2 = 3.*\(1, 3, 3, 8\)"):
         kernel_filter(small, small_kernels, "reflect")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="must be tensors, got ndarray"):
         kernel_filter(images.numpy(), kernels)
 
 
