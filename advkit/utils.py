@@ -25,9 +25,10 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=suffix if suffix is not None else ".tmp", dir=final.parent
-    )
+    # The temporary name is cut so that any name the filesystem allows for ``final`` (255 bytes)
+    # leaves room for the dot, mkstemp's 8 characters and the suffix.
+    stem = final.name.encode()[:160].decode(errors="ignore")
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=suffix if suffix is not None else ".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

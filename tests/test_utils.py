@@ -32,6 +32,17 @@ def test_atomic_path_output_has_umask_permissions(tmp_path):
     assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644
 
 
+def test_atomic_path_takes_the_longest_name_the_filesystem_allows(tmp_path):
+    """A 245-byte name is legal; its temporary sibling (dot, name, 8 random characters, suffix)
+    was not, so such an output failed with "File name too long"."""
+    final = tmp_path / ("é" * 120 + "x.png")  # 245 bytes in UTF-8
+    assert len(final.name.encode()) == 245
+    with atomic_path(final, suffix=".h5.partial") as tmp:
+        assert len(tmp.name.encode()) <= 255
+        tmp.write_text("x")
+    assert final.read_text() == "x"
+
+
 def test_split_list():
     assert split_list(" a, b,,c ,") == ["a", "b", "c"]
     assert split_list("") == [] and split_list(None) == []

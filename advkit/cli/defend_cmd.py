@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     def defend(
         ctx: typer.Context,
         src: Annotated[
-            Path, typer.Argument(help="An image, a folder of images, a pair store (.h5), or 'sample'.")
+            str, typer.Argument(help="An image, a folder of images, a pair store (.h5), or 'sample' (a folder named so: ./sample).")
         ],
         dst: Annotated[str, typer.Argument(help="Output PNG, folder (a name ending in / is made if missing), or store.")],
         denoiser: Annotated[
@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         opts = get_options(ctx, device=device, json=json_out)
         if tile < 32:
             raise UsageError(f"--tile must be at least 32, got {tile}")
-        if not src.exists() and not names_bundled_sample(src):
+        if not names_bundled_sample(src) and not Path(src).exists():
             raise ImageReadError(f"input not found: {src}")
         check_output_dir(dst)
         dev = device_of(opts)

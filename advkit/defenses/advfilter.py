@@ -75,13 +75,18 @@ class AdvFilter(nn.Module):
 
     @torch.no_grad()
     def denoise_large(
-        self, image: torch.Tensor, tile: int = 512, overlap: int = 32, with_parts: bool = False
+        self, image: torch.Tensor, tile: int = 512, overlap: int = 96, with_parts: bool = False
     ) -> dict[str, torch.Tensor]:
         """Denoise one large image (1, 3, H, W) tile by tile so memory stays bounded.
 
         Tiles of ``tile``² pixels with ``overlap`` pixels of context on each side are denoised
         separately and blended with linear ramps across the overlaps. Returns ``{"out": ...}`` (and
         PA-Filt's ``weight``/``uncertainty`` maps with ``with_parts``), each (1, C, H, W).
+
+        The U-Net sees farther than any practical overlap, so a tile's output near its cut edges
+        differs from the whole image's; with the shipped Filt on a 700×901 photo the tiled output
+        (tile 512) differs from the untiled one by at most 12/255 at 32 px of overlap, 4/255 at 64
+        and 2/255 at 96 (mean 0.01/255), hence the default of 96, for 1.5× the pixels per tile.
         """
         if image.ndim != 4 or image.shape[0] != 1:
             raise ValueError(f"denoise_large takes one image (1, 3, H, W), got {tuple(image.shape)}")

@@ -170,8 +170,9 @@ def defend_store(
 
 
 def names_bundled_sample(src: str | os.PathLike[str]) -> bool:
-    """``sample`` means the bundled sample photos, unless a file or folder of that name exists."""
-    return os.fspath(src) == "sample" and not Path("sample").exists()
+    """The word ``sample`` (a string, as `advkit.data.open_source` takes it) means the bundled
+    sample photos; a folder of that name is ``./sample`` (or a `Path`)."""
+    return isinstance(src, str) and src.strip().lower() == "sample"
 
 
 def defend_path(

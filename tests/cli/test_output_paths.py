@@ -107,3 +107,19 @@ def test_a_name_too_long_for_the_filesystem_is_one_line(photos, tmp_path):
     _one_line_error(runner.invoke(app, ["-q", "defend", str(photos), str(tmp_path / long)]), "File name too long")
     _one_line_error(runner.invoke(app, ["-q", "defend", str(photos / "b.png"), str(tmp_path / long / "o.png")]),
                     "File name too long")
+
+
+def test_sample_is_the_bundled_photos_and_dot_sample_a_folder(photos, tmp_path, monkeypatch):
+    """As for every --data: the word names the bundled photos even beside a folder of that name
+    (defend used the folder instead), ./sample the folder."""
+    import json
+    from pathlib import Path
+
+    from advkit.defenses.apply import names_bundled_sample
+
+    assert names_bundled_sample("sample") and names_bundled_sample(" Sample ")
+    assert not names_bundled_sample("./sample") and not names_bundled_sample(Path("sample"))
+    monkeypatch.chdir(tmp_path)
+    photos.rename(tmp_path / "sample")
+    result = runner.invoke(app, ["-q", "--json", "defend", "./sample", "out"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["images"] == 3, result.output

@@ -140,3 +140,19 @@ def test_art_preprocessor_matches_our_pipeline(cifar_first_100, weights_dir):
         adaptive_acc = (classifier(advfilter(torch.from_numpy(x_adaptive))).argmax(1) == y[:8]).float().mean()
     clean_acc = (classifier(advfilter(x[:8])).argmax(1) == y[:8]).float().mean()
     assert adaptive_acc < clean_acc  # the gradient flows through the filter: the adaptive attack bites
+
+
+def test_tiles_of_the_shipped_filt_match_the_whole_image_closely():
+    """The default overlap (96 px) keeps the seams of a tiled photo within 4/255 of the untiled
+    output (measured 2.7/255 here with 128-px tiles; the former 32 px left 10/255 at the seams)."""
+    import skimage.data
+    import torch.nn.functional as F
+
+    f = AdvFilter()
+    photo = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1).float().div(255)[None]
+    photo = F.interpolate(photo, size=(300, 420), mode="bilinear", align_corners=False).clamp(0, 1)
+    with torch.no_grad():
+        whole = f(photo)
+        tiled = f.denoise_large(photo, tile=128)["out"]
+    diff = (tiled - whole).abs()
+    assert diff.max() <= 4 / 255 and diff.mean() <= 0.1 / 255, (diff.max() * 255, diff.mean() * 255)
