@@ -89,3 +89,24 @@ def test_attack_denoise_bad_input_is_one_line(tiny_kpn, cifar_test_npz, weights_
         assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr
         assert not (tmp_path / "x.h5").exists()
     assert not (tmp_path / "ad.txt").exists() and not (tmp_path / "ad.png").exists()
+
+
+def test_attack_options_reach_the_attack(tiny_kpn, cifar_test_npz, weights_dir, tmp_path):
+    """--variant, --lam, --theta, --alpha, --confidence, --diversity, --gaussian, --edges and
+    --transfer-to each end up in what ran (the recorded config and the transfer rates)."""
+    base = ["--json", "attack-denoise", "--data", str(cifar_test_npz), "--model", "resnet20", "--denoiser",
+            str(tiny_kpn), "--method", "pasadena", "--limit", "4", "--steps", "2"]
+    result = run(*base, "--variant", "paper", "--lam", "0.7", "--theta", "0.3", "--alpha", "0.05", "--gaussian",
+                 "--edges", "canny", "--canny-width", "5", "--transfer-to", "resnet32", "--out", str(tmp_path / "p.h5"))
+    assert result.exit_code == 0, result.output + result.stderr
+    payload = json.loads(result.stdout)
+    cfg = payload["pasadena"]
+    assert cfg["variant"] == "paper" and cfg["steps"] == 2
+    assert cfg["lam"] == pytest.approx(0.7) and cfg["theta"] == pytest.approx(0.3) and cfg["alpha"] == pytest.approx(0.05)
+    assert cfg["denoiser"] == "gaussian" and cfg["edges"]["name"] == "canny" and cfg["edges"]["width"] == 5
+    assert set(payload["methods"]["pasadena"]["transfer"]) == {"resnet32"}
+    # confidence and diversity belong to the advkit variant
+    result = run(*base, "--confidence", "1.5", "--diversity", "0.25", "--out", str(tmp_path / "a.h5"))
+    assert result.exit_code == 0, result.output + result.stderr
+    cfg = json.loads(result.stdout)["pasadena"]
+    assert cfg["variant"] == "advkit" and cfg["confidence"] == pytest.approx(1.5) and cfg["diversity"] == pytest.approx(0.25)

@@ -155,6 +155,15 @@ def test_shards_merge_to_the_unsharded_store(tmp_path, cifar_test_npz, weights_d
     with PairStore(tmp_path / "full.h5") as a, PairStore(tmp_path / "merged.h5") as b:
         assert np.array_equal(a.raw(slice(None))[1], b.raw(slice(None))[1])
         assert np.array_equal(a.field("pred_adv"), b.field("pred_adv"))
+    # --virtual: a layout over the shards (nothing copied), reading the same rows
+    r = run("store", "merge", "--virtual", str(tmp_path / "virtual.h5"), *shards)
+    assert r.exit_code == 0, r.output
+    import h5py
+
+    with h5py.File(tmp_path / "virtual.h5", "r") as f:
+        assert f["delta"].is_virtual
+    with PairStore(tmp_path / "full.h5") as a, PairStore(tmp_path / "virtual.h5") as b:
+        assert np.array_equal(a.raw(slice(None))[1], b.raw(slice(None))[1])
 
 
 def test_any_linf_attack_with_its_draws_resumed_exactly(tmp_path, cifar_test_npz, weights_dir, monkeypatch):
@@ -416,3 +425,21 @@ def test_a_run_that_fails_before_any_row_leaves_no_partial(tmp_path, weights_dir
     for _ in range(2):  # the rerun fails the same way, not with "an unfinished run exists"
         _assert_one_line_error(run(*args), "differ in size")
         assert not out.exists() and not (tmp_path / "o.h5.partial").exists()
+
+
+def test_speed_and_size_options_reach_the_store(tmp_path, cifar_test_npz, weights_dir):
+    """--precision, --channels-last, --early-stop and --image-size end up in what ran: the store's
+    attack record, its precision and its image shape."""
+    out = tmp_path / "o.h5"
+    result = run("gen-adv", "--data", str(cifar_test_npz), "--model", "resnet20", "--eps", "8/255", "--limit", "4",
+                 "--steps", "2", "--precision", "bf16", "--channels-last", "--early-stop", "--image-size", "24",
+                 "--out", str(out))
+    assert result.exit_code == 0, result.output
+    with PairStore(out, require_complete=True) as store:
+        attack = store.info.attack
+        assert store.info.precision == "bf16" and attack["precision"] == "bf16"
+        assert attack["channels_last"] is True and attack["early_stop"] is True
+        assert store.info.image_shape == (24, 24, 3)
+    _assert_one_line_error(run("gen-adv", "--data", str(cifar_test_npz), "--model", "resnet20", "--eps", "1e-2",
+                               "--precision", "fp8", "--out", str(tmp_path / "p.h5")), "fp8")
+    assert not (tmp_path / "p.h5").exists()
