@@ -169,6 +169,17 @@ def defend_store(
         return out_store.summary()
 
 
+def _refuse_input_as_output(src: Path, dst: Path) -> None:
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise OutputError(f"{dst} is the input; defend writes its output beside it, not over it")
+
+
+def _refuse_file_name_for_folder(dst: Path, why: str) -> None:
+    """A folder's outputs go to a folder: one named like a file (out.png) is refused, not made."""
+    if not dst.is_dir() and dst.suffix.lower() in IMAGE_EXTENSIONS.union(STORE_SUFFIXES):
+        raise OutputError(f"{dst}: {why}; give an output folder, not a file name")
+
+
 def names_bundled_sample(src: str | os.PathLike[str]) -> bool:
     """The word ``sample`` (a string, as `advkit.data.open_source` takes it) means the bundled
     sample photos; a folder of that name is ``./sample`` (or a `Path`)."""
@@ -199,8 +210,7 @@ def defend_path(
         sample = open_source("sample")
         dst = Path(dst)
         check_output_dir(dst)
-        if not dst.is_dir() and dst.suffix.lower() in IMAGE_EXTENSIONS.union(STORE_SUFFIXES):
-            raise OutputError(f"{dst}: the sample is a folder of photos; give an output folder, not a file name")
+        _refuse_file_name_for_folder(dst, "the sample is a folder of photos")
         return defend_folder(advfilter, sample.root, dst, device=device, tile=tile, on_progress=on_progress,
                              files=sample.files)
     names_folder = str(dst).endswith(("/", os.sep))  # "out/" names a folder, made if missing
@@ -208,13 +218,11 @@ def defend_path(
     if not src.exists():
         raise ImageReadError(f"input not found: {src}")
     check_output_dir(dst)
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise OutputError(f"{dst} is the input; defend writes its output beside it, not over it")
+    _refuse_input_as_output(src, dst)
     if src.is_dir():
         if dst.exists() and not dst.is_dir():
             raise OutputError(f"{dst} exists and is not a folder (the input is a folder)")
-        if not dst.exists() and dst.suffix.lower() in IMAGE_EXTENSIONS.union(STORE_SUFFIXES):
-            raise OutputError(f"{dst}: the input is a folder; give an output folder, not a file name")
+        _refuse_file_name_for_folder(dst, "the input is a folder")
         return defend_folder(advfilter, src, dst, device=device, tile=tile, on_progress=on_progress)
     if src.suffix.lower() in STORE_SUFFIXES:
         check_store_name(dst, "defend output")
@@ -232,6 +240,5 @@ def defend_path(
         check_output_dir(save_uncertainty)
         if Path(save_uncertainty).resolve() == dst.resolve():
             raise UsageError(f"--save-uncertainty {save_uncertainty} is the denoised image's output too")
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise OutputError(f"{dst} is the input; defend writes its output beside it, not over it")
+    _refuse_input_as_output(src, dst)  # (again: "defend a.png ." names ./a.png)
     return defend_image_file(advfilter, src, dst, device=device, tile=tile, save_uncertainty=save_uncertainty)
