@@ -669,7 +669,10 @@ class SampleSource(ImageFilesSource):
         }
 
 
-def _scan_images(root: Path) -> list[Path]:
+def scan_images(root: Path) -> list[Path]:
+    """Image files under ``root`` by extension, recursive, hidden entries skipped, sorted by
+    relative path; what an image folder holds for every command (`defend` included). A broken
+    symlink is listed, so reading it fails loudly instead of the image going missing."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -680,7 +683,7 @@ def _scan_images(root: Path) -> list[Path]:
 
 
 def _folder_source(root: Path, image_size: tuple[int, int] | None) -> ImageFilesSource:
-    files = _scan_images(root)
+    files = scan_images(root)
     if not files:
         raise DataSourceError(f"{root}: no image files found (expected {_LAYOUTS})")
     rel = [p.relative_to(root).as_posix() for p in files]

@@ -64,12 +64,10 @@ def defend_image_file(
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted, hidden entries skipped)."""
-    files = sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    """Image files under ``folder`` as an image-folder source lists them (`scan_images`)."""
+    from advkit.data.sources import scan_images
+
+    files = scan_images(folder)
     if not files:
         raise DataSourceError(f"{folder}: no image files found")
     return files

@@ -123,3 +123,12 @@ def test_sample_is_the_bundled_photos_and_dot_sample_a_folder(photos, tmp_path, 
     photos.rename(tmp_path / "sample")
     result = runner.invoke(app, ["-q", "--json", "defend", "./sample", "out"])
     assert result.exit_code == 0 and json.loads(result.stdout)["images"] == 3, result.output
+
+
+def test_a_broken_symlink_in_a_folder_is_not_skipped_silently(photos, tmp_path):
+    """defend listed a folder its own way and dropped broken symlinks without a word, where
+    predict and gen-adv fail on them; all read a folder through one scanner now."""
+    (photos / "c.png").symlink_to(tmp_path / "gone.png")
+    result = runner.invoke(app, ["-q", "defend", str(photos), str(tmp_path / "out")])
+    _one_line_error(result, "c.png")
+    assert "stopped at image 4 of 4; 3 written" in result.stderr
