@@ -15,9 +15,13 @@ def register(app: typer.Typer) -> None:
     def defend(
         ctx: typer.Context,
         src: Annotated[
-            str, typer.Argument(help="An image, a folder of images, a pair store (.h5), or 'sample' (a folder named so: ./sample).")
+            str,
+            typer.Argument(help="An image, a folder of images, a pair store (.h5), or 'sample' "
+                                "(a folder named so: ./sample)."),
         ],
-        dst: Annotated[str, typer.Argument(help="Output PNG, folder (a name ending in / is made if missing), or store.")],
+        dst: Annotated[
+            str, typer.Argument(help="Output PNG, folder (a name ending in / is made if missing), or store.")
+        ],
         denoiser: Annotated[
             str, typer.Option("--denoiser", help="A shipped denoiser name or a checkpoint path.")
         ] = "default",

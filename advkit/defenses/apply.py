@@ -6,6 +6,7 @@ the previous file or nothing under each output name, never a half-written one.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 from collections.abc import Callable
@@ -104,12 +105,14 @@ def output_names(files: list[Path], src: Path, dst: Path) -> list[Path]:
     with the suffix ``.png``, except where two inputs would meet in one output (``a.jpg`` and
     ``a.png``): then each keeps its full name plus ``.png`` (``a.jpg.png``), the one already named
     so keeping it, and no image overwrites another."""
-    plain = [(dst / f.relative_to(src)).with_suffix(".png") for f in files]
-    count: dict[Path, int] = {}
-    for p in plain:
-        count[p] = count.get(p, 0) + 1
-    return [p if count[p] == 1 or (dst / f.relative_to(src)) == p else (dst / f.relative_to(src)).with_name(f.name + ".png")
-            for f, p in zip(files, plain)]
+    mirrored = [dst / f.relative_to(src) for f in files]
+    plain = [m.with_suffix(".png") for m in mirrored]
+    count = collections.Counter(plain)
+    names = [p if count[p] == 1 or m == p else m.with_name(m.name + ".png") for m, p in zip(mirrored, plain)]
+    clash = [n for n, k in collections.Counter(names).items() if k > 1]
+    if clash:  # (a.jpg beside a.png and a file named a.jpg.png)
+        raise OutputError(f"two inputs would be written to {clash[0]}; rename one of them")
+    return names
 
 
 @torch.no_grad()

@@ -55,6 +55,9 @@ def test_inputs_that_meet_in_one_output_name_keep_their_own(photos, tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg.png", "a.png", "b.png"]
     assert not torch.equal(read_image(out / "a.png"), read_image(out / "a.jpg.png"))
+    (photos / "a.jpg.png").write_bytes((photos / "b.png").read_bytes())  # now a.jpg's new name is taken too
+    _one_line_error(runner.invoke(app, ["-q", "defend", str(photos), str(tmp_path / "out2")]), "two inputs")
+    assert not (tmp_path / "out2").exists()
 
 
 def test_an_unreadable_image_in_a_folder_says_how_far_it_got(photos, tmp_path):
