@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import random
 import tempfile
@@ -168,7 +169,8 @@ def floating_dtype(module: object) -> torch.dtype | None:
     arithmetic in float32."""
     if not isinstance(module, torch.nn.Module):
         return None
-    for tensor in (*module.parameters(), *module.buffers()):
+    # (chained, not listed: attacks call this on every forward, and it stops at the first tensor)
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
         if tensor.is_floating_point():
             return tensor.dtype
     return None
