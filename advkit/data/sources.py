@@ -672,14 +672,35 @@ class SampleSource(ImageFilesSource):
 def scan_images(root: Path) -> list[Path]:
     """Image files under ``root`` by extension, recursive, hidden entries skipped, sorted by
     relative path; what an image folder holds for every command (`defend` included). A broken
-    symlink is listed, so reading it fails loudly instead of the image going missing."""
+    symlink is listed, so reading it fails loudly instead of the image going missing.
+
+    Symlinked sub-folders are followed, as torchvision's ``ImageFolder`` does (a class folder is
+    often a link into a shared dataset); a link to a folder the walk is already inside is a cycle and
+    is not entered again. A sub-folder that cannot be listed is an error, not a silent gap."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    # The real folders on the way down to each folder walked: a link to any of them is a cycle.
+    chain: dict[str, frozenset[str]] = {str(root): frozenset({os.path.realpath(root)})}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_unreadable_folder):
+        above = chain.pop(dirpath)
+        kept = []
+        for d in dirnames:
+            if d.startswith("."):
+                continue
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in above:
+                kept.append(d)
+                chain[os.path.join(dirpath, d)] = above | {real}
+        dirnames[:] = kept
         for fname in filenames:
             if not fname.startswith(".") and os.path.splitext(fname)[1].lower() in IMAGE_EXTENSIONS:
                 found.append(Path(dirpath) / fname)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _unreadable_folder(exc: OSError) -> None:
+    # os.walk skips a folder it cannot list without a word; its images would go missing.
+    reason = exc.strerror or type(exc).__name__
+    raise DataSourceError(f"cannot list folder {exc.filename}: {reason.lower()}") from exc
 
 
 def _folder_source(root: Path, image_size: tuple[int, int] | None) -> ImageFilesSource:

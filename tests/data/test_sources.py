@@ -274,6 +274,38 @@ def test_image_folder_class_subfolders(tmp_path):
     assert select_indices(src.labels(), per_class=1).tolist() == [0, 2]
 
 
+def test_symlinked_class_folders_are_followed_and_cycles_are_not(tmp_path):
+    """A class folder linked in from elsewhere was an empty class (its images skipped), where
+    torchvision's ImageFolder follows links; a link back up must not loop forever."""
+    save(tmp_path / "data" / "cat" / "1.png", random_rgb(4, 4))
+    save(tmp_path / "elsewhere" / "dogs" / "2.png", random_rgb(4, 4, seed=1))
+    save(tmp_path / "elsewhere" / "more" / "3.png", random_rgb(4, 4, seed=2))
+    (tmp_path / "data" / "dog").symlink_to(tmp_path / "elsewhere" / "dogs")
+    (tmp_path / "data" / "cat" / "loop").symlink_to(tmp_path / "data")  # a cycle through the root
+    (tmp_path / "elsewhere" / "dogs" / "more").symlink_to(tmp_path / "elsewhere" / "more")
+    (tmp_path / "elsewhere" / "more" / "back").symlink_to(tmp_path / "elsewhere" / "dogs")  # a cycle two deep
+    src = open_source(tmp_path / "data")
+    assert src.class_names == ["cat", "dog"]
+    assert src.keys(range(len(src))) == ["cat/1.png", "dog/2.png", "dog/more/3.png"]
+    assert src.labels().tolist() == [0, 1, 1]
+    np.testing.assert_array_equal(src.load([1])[0], random_rgb(4, 4, seed=1))
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_not_a_gap(tmp_path, monkeypatch):
+    save(tmp_path / "ok" / "1.png", random_rgb(4, 4))
+    save(tmp_path / "locked" / "2.png", random_rgb(4, 4))
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # as chmod 000 would, even when the tests run as root
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DataSourceError, match=r"cannot list folder .*locked: permission denied"):
+        open_source(tmp_path)
+
+
 def test_labels_for_model_speak_the_models_classes(tmp_path):
     from advkit.data.sources import labels_for_model
     from advkit.errors import UsageError
