@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from advkit.utils import floating_dtype
+
 
 class Classifier(nn.Module):
     """A classifier over [0, 1] images.
@@ -66,11 +68,12 @@ class Classifier(nn.Module):
 
 def strict_fp32_predictions(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """``model(images).argmax(1)`` in strict float32 (TF32 off for the call): the predictions pair
-    stores hold, which never depend on an attack's precision or the GPU's matmul setting."""
+    stores hold, which never depend on an attack's precision or the GPU's matmul setting. A model
+    cast to another dtype (``.double()``, ``.half()``) is fed its own dtype, as the attacks do."""
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         with torch.no_grad():
-            return model(images.float()).argmax(1)
+            return model(images.to(floating_dtype(model) or torch.float32)).argmax(1)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

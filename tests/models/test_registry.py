@@ -53,6 +53,19 @@ def test_classifier_normalizes_inside(weights_dir):
     torch.testing.assert_close(model(x), model.net((x - mean) / std))
 
 
+def test_stored_predictions_of_a_model_in_another_dtype():
+    """The predictions pair stores record fed float32 images to every model, so a `.double()`
+    classifier failed (float input, double bias); it gets its own dtype, as the attacks give it."""
+    from advkit.models.classifier import strict_fp32_predictions
+
+    torch.manual_seed(0)
+    model = create_classifier("resnet20", pretrained=False).eval()
+    x = torch.rand(4, 3, 32, 32)
+    expected = model(x).argmax(1)
+    assert torch.equal(strict_fp32_predictions(model, x), expected)
+    assert torch.equal(strict_fp32_predictions(model.double(), x), expected)
+
+
 def test_classifier_rejects_wrong_shape():
     model = create_classifier("resnet20", pretrained=False)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
