@@ -124,7 +124,9 @@ def _decode_rgb(im: Image.Image, path: Path) -> np.ndarray:
             _warn(path, "16-bit RGB image reduced to 8 bits per channel")
         return np.asarray(im, dtype=np.uint8).copy()
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
-        source = f"{'16-bit ' if sixteen else ''}{'palette' if mode in ('P', 'PA') else mode} image"
+        # Pillow loads 16-bit greyscale + alpha as RGBA; the file's own mode is the raw mode's.
+        stored = rawmode.split(";")[0] if sixteen else mode
+        source = f"{'16-bit ' if sixteen else ''}{'palette' if stored in ('P', 'PA') else stored} image"
         rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
         return _composite_on_white(rgba, path, source)
     if mode == "L" or mode == "1":

@@ -12,11 +12,11 @@ from PIL import Image
 
 
 def png16(array: np.ndarray) -> bytes:
-    """A 16-bit-per-channel PNG (grey, RGB or RGBA) written by hand: Pillow cannot write RGB16."""
+    """A 16-bit-per-channel PNG (grey, grey + alpha, RGB or RGBA) written by hand: Pillow cannot write RGB16."""
     if array.ndim == 2:
         array = array[:, :, None]
     h, w, c = array.shape
-    color_type = {1: 0, 3: 2, 4: 6}[c]
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))

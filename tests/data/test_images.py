@@ -181,6 +181,13 @@ def test_16bit_images_are_reduced_to_8bit(tmp_path):
     np.testing.assert_array_equal(out, (rgb16 >> 8).astype(np.uint8))
     assert len(msgs) == 1 and "16-bit RGB" in msgs[0]
 
+    # 16-bit greyscale + alpha: Pillow loads it as RGBA; the warning names the file's mode
+    la16 = np.stack([rgb16[..., 0], np.full((3, 4), 65535, np.uint16)], axis=-1)
+    (tmp_path / "la16.png").write_bytes(png16(la16))
+    out, msgs = read_warned(tmp_path / "la16.png")
+    np.testing.assert_array_equal(out, np.repeat((rgb16[..., :1] >> 8).astype(np.uint8), 3, axis=2))
+    assert len(msgs) == 1 and "16-bit LA image" in msgs[0] and "RGBA" not in msgs[0]
+
 
 def test_cmyk_jpeg_and_multiframe_gif(tmp_path):
     Image.new("CMYK", (4, 3), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=100)
