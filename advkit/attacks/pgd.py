@@ -11,6 +11,11 @@ from advkit.attacks.base import Attack, check_counts, check_positive, project_li
 from advkit.attacks.registry import register_attack
 
 
+# How far (in units of eps) PGD's default step lets a pixel travel over all its steps: 40 steps of
+# eps/30, Foolbox's LinfPGD and SPEC's gen-adv setting, kept for any step count.
+PATH_IN_EPS = 4 / 3
+
+
 @register_attack
 class PGD(Attack):
     """L∞ PGD on the cross-entropy of the model's logits.
@@ -19,11 +24,12 @@ class PGD(Attack):
         model: classifier over [0, 1] images.
         eps: L∞ radius on the [0, 1] scale (a per-sample tensor may be passed to ``forward``).
         steps: iterations (default 40).
-        rel_step: step size as a fraction of eps (default 1/30: Foolbox's LinfPGD, which the AdvFilter
-            paper used); ``step`` overrides it with an absolute size. ``steps · rel_step`` is how far
-            (in units of eps) a pixel can travel: with 1/30 and fewer than about 40 steps the attack
-            cannot cross the ball from its random start, so scale it for short runs (the bench's
-            adaptive attack uses 2.5 / steps).
+        rel_step: step size as a fraction of eps; ``step`` overrides it with an absolute size.
+            Default ``(4/3) / steps``: 1/30 at the default 40 steps (Foolbox's LinfPGD, which the
+            AdvFilter paper used), and the same path of 4/3·eps for any other count. (A fixed
+            eps/30 walks only a third of the radius in 10 steps: resnet20, 100 CIFAR-10 images at
+            2/255 kept 47 % accuracy against 6 % with the scaled step; Madry et al.'s 2.5 / steps,
+            the bench's adaptive step, reached 1 %.)
         random_start: start from a uniform point in the eps-ball.
         early_stop: stop updating images the attack already succeeded on (misclassified, or at
             their target when ``targeted``); off by default, so every image gets the full ``steps``.
@@ -42,7 +48,7 @@ class PGD(Attack):
         model: nn.Module,
         eps: float = 8 / 255,
         steps: int = 40,
-        rel_step: float = 1 / 30,
+        rel_step: float | None = None,
         step: float | None = None,
         random_start: bool = True,
         early_stop: bool = False,
@@ -54,7 +60,7 @@ class PGD(Attack):
         check_positive(rel_step=rel_step, step=step)  # (a negative step would descend the loss)
         self.eps = eps
         self.steps = steps
-        self.rel_step = rel_step
+        self.rel_step = PATH_IN_EPS / steps if rel_step is None else rel_step
         self.step = step
         self.random_start = random_start
         self.early_stop = early_stop

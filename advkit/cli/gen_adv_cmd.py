@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
                          "APGD 100, MI-FGSM family 10)."),
         ] = None,
         rel_step: Annotated[
-            float | None, typer.Option("--rel-step", help="PGD's step as a fraction of eps (default 1/30).")
+            float | None, typer.Option("--rel-step", help="PGD's step as a fraction of eps (default (4/3)/steps: 1/30 at 40 steps).")
         ] = None,
         early_stop: Annotated[
             bool | None,

@@ -59,7 +59,7 @@ def test_parse_attack_options():
 def test_describe():
     json.dumps([describe_attack(name) for name in list_attacks()])  # `advkit attacks --json` prints them all
     d = describe_attack("pgd")
-    assert d["options"]["steps"] == 40 and d["options"]["rel_step"] == pytest.approx(1 / 30) and "model" not in d["options"]
+    assert d["options"]["steps"] == 40 and d["options"]["rel_step"] is None and "model" not in d["options"]
     assert d["class"] == "advkit.attacks.pgd.PGD" and d["norms"] == ["linf"] and d["default_eps"] == pytest.approx(8 / 255)
     assert d["targeted"] and d["eot"] and not d["black_box"] and d["summary"].startswith("L∞ PGD")
     assert describe_attack("autoattack")["eot"]  # through its APGD stages
