@@ -181,7 +181,8 @@ def check_value_range(
 ) -> None:
     """`ValueError` unless every value of ``images`` lies in [0, ``upper``] (relative slack 1e-6);
     NaN is refused with its own message; an empty tensor passes. ``hint`` ends the message when the
-    values reach past twice ``upper``."""
+    values reach past twice ``upper`` and none lies clearly below 0; values well below 0 look like
+    images already normalized with a mean and std, and the message says so."""
     if images.numel() == 0:
         return
     with torch.no_grad():  # one device sync for both bounds (on a GPU each read waits for the queue)
@@ -190,5 +191,9 @@ def check_value_range(
         raise ValueError(f"{what} contains NaN")
     slack = _RANGE_SLACK * upper
     if lo < -slack or hi > upper + slack:
-        raise ValueError(f"{what} must lie in [0, {upper:g}], found values in [{lo:.6g}, {hi:.6g}]"
-                         f"{hint if hi > 2 * upper else ''}")
+        if lo < -0.1 * upper:
+            hint = (" (normalized images? pass [0, 1] images and put the normalization inside the model, "
+                    "e.g. advkit.models.Classifier)" if upper == 1.0 else "")
+        elif hi <= 2 * upper:
+            hint = ""
+        raise ValueError(f"{what} must lie in [0, {upper:g}], found values in [{lo:.6g}, {hi:.6g}]{hint}")

@@ -131,6 +131,7 @@ class APGD(Attack):
         self.eps = eps
         self.steps = steps
         self.loss = loss
+        self.min_classes = 3 if loss == "dlr" else 2
         self.set_norm(norm)
         self.restarts = restarts
         self.rho = rho

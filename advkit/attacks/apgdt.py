@@ -55,6 +55,7 @@ class APGDT(APGD):
                  **kwargs: Any) -> None:
         kwargs.setdefault("early_stop", True)
         super().__init__(model, eps=eps, steps=steps, loss="dlr", **kwargs)
+        self.min_classes = 4
         check_counts(n_targets=n_targets)
         self.n_targets = n_targets
 

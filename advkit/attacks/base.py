@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -17,6 +18,8 @@ from advkit.utils import check_value_range, floating_dtype
 def as_eps_tensor(eps: float | torch.Tensor, batch: int, like: torch.Tensor, upper: float = 1.0) -> torch.Tensor:
     """eps as a float32 (B, 1, 1, 1) tensor on ``like``'s device; a scalar is broadcast to the batch.
     Every value must lie in [0, ``upper``] (1 for L∞ radii on the [0, 1] scale)."""
+    if isinstance(eps, (str, bytes)) or not isinstance(eps, (numbers.Real, torch.Tensor)):
+        raise ValueError(f"eps must be a number or a tensor of radii, got {eps!r}")
     t = torch.as_tensor(eps, dtype=torch.float32, device=like.device)
     if t.ndim == 0:
         t = t.expand(batch)
@@ -31,6 +34,9 @@ def as_eps_tensor(eps: float | torch.Tensor, batch: int, like: torch.Tensor, upp
 def check_counts(**counts: int) -> None:
     """`ValueError` naming the first of ``counts`` (steps, restarts, queries, ...) below 1."""
     for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            # PGD(model, 8/255, 2/255, 10), torchattacks' positional order, puts alpha here
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r} (pass options by keyword)")
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
 
@@ -109,6 +115,52 @@ class DeviceGenerators:
         self._generators.clear()
 
 
+def _autograd_usable(value: Any) -> Any:
+    """``value``, or a copy where it is a tensor made under ``torch.inference_mode`` (autograd
+    refuses those)."""
+    return value.clone() if isinstance(value, torch.Tensor) and value.is_inference() else value
+
+
+_OUTPUT_HINTS = {
+    tuple: " (wrap the model so it returns the logits alone, e.g. its first output)",
+    list: " (wrap the model so it returns the logits alone, e.g. its first output)",
+    dict: " (wrap the model so it returns the logits tensor, e.g. out['logits'])",
+}
+
+
+def _describe_output(out: Any) -> str:
+    if not isinstance(out, torch.Tensor):
+        return f"a {type(out).__name__}"
+    if out.ndim == 2 and out.shape[1] < 2:
+        return (f"shape {tuple(out.shape)} (a binary classifier with one logit z can return "
+                "torch.cat([-z, z], 1) / 2, whose softmax is its sigmoid)")
+    return f"shape {tuple(out.shape)}"
+
+
+# Peers' names for options advkit spells otherwise (torchattacks, ART, Foolbox).
+_PEER_OPTION_NAMES = {
+    "alpha": "step= (absolute) or rel_step= (a fraction of eps)",
+    "eps_step": "step= (absolute) or rel_step= (a fraction of eps)",
+    "abs_stepsize": "step=", "rel_stepsize": "rel_step=",
+    "max_iter": "steps=", "nb_iter": "steps=", "iterations": "steps=", "n_iter": "steps=",
+    "n_queries": "queries=", "max_queries": "queries=",
+    "random_init": "random_start=", "rand_init": "random_start=",
+    "n_restarts": "restarts=", "num_random_init": "restarts=",
+    "n_classes": "nothing: the class count comes from the model's logits",
+}
+
+
+def _unknown_option_message(cls: type, name: str) -> str:
+    options = [p for c in cls.__mro__ if c is not nn.Module and issubclass(c, Attack) and "__init__" in vars(c)
+               for p in inspect.signature(vars(c)["__init__"]).parameters
+               if p not in ("self", "model", "kwargs", "unknown")]
+    known = ", ".join(dict.fromkeys(options))
+    hint = f" (advkit's name for it: {_PEER_OPTION_NAMES[name]})" if name in _PEER_OPTION_NAMES else ""
+    if name == "eps" and "eps" not in options:
+        hint = " (a radius goes to the call: attack(images, labels, eps=...))"
+    return f"{cls.__name__} has no option {name!r}{hint}; its options: {known}"
+
+
 def check_images(images: torch.Tensor) -> None:
     """A float (B, C, H, W) tensor with values in [0, 1]; else a `ValueError` naming what is wrong."""
     if images.ndim != 4:
@@ -148,6 +200,7 @@ class Attack(nn.Module):
     threat_norms: tuple[str, ...] = ("linf",)  # the norms the attack works in (its ball, or its distance)
     black_box = False  # True where only the model's outputs are used (no gradient)
     minimum_norm = False  # True where the attack seeks the smallest adversarial perturbation
+    min_classes = 2  # the fewest classes its loss is defined for (DLR: 3, targeted DLR: 4)
 
     def __init__(
         self,
@@ -157,8 +210,11 @@ class Attack(nn.Module):
         channels_last: bool = False,
         targeted: bool = False,
         eot_samples: int = 1,
+        **unknown: Any,
     ) -> None:
         super().__init__()
+        if unknown:
+            raise TypeError(_unknown_option_message(type(self), next(iter(unknown))))
         if targeted and not self.supports_targeted:
             raise ValueError(f"{self.name} has no targeted mode")
         check_counts(eot_samples=eot_samples)
@@ -180,7 +236,13 @@ class Attack(nn.Module):
         if in_training:
             model.eval()
         try:
-            return super().__call__(*args, **kwargs)
+            # Evaluation loops often run under no_grad or inference_mode; the gradient attacks need
+            # autograd whatever the caller's mode (torchattacks fails there), and an inference
+            # tensor can take no part in it, so such inputs are copied once.
+            with torch.inference_mode(False), torch.enable_grad():
+                args = tuple(_autograd_usable(a) for a in args)
+                kwargs = {k: _autograd_usable(v) for k, v in kwargs.items()}
+                return super().__call__(*args, **kwargs)
         finally:
             for module in in_training:
                 module.training = True
@@ -212,6 +274,9 @@ class Attack(nn.Module):
             images = images.contiguous(memory_format=torch.channels_last)
         with precision_scope(self.precision, images.device):
             out = self.model(images)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] < 2:
+            raise ValueError(f"the model must return (B, classes) logits with at least 2 classes, got "
+                             f"{_describe_output(out)}{_OUTPUT_HINTS.get(type(out), '')}")
         return out.float()
 
     def input_gradient(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

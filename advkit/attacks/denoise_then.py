@@ -35,7 +35,7 @@ class DenoiseThenAttack(Attack):
     ``forward(images, labels=None, eps=None, init=None)``: images (B, C, H, W) in [0, 1], the noisy
     input; labels (B,) or None — the model's prediction on the *input* images (Pasadena's label
     y = φ(X^n), so that success means the prediction changed from the one on the noisy input);
-    eps and init are passed to ``attack``. Returns the attacked denoised images, within eps (L∞) of
+    eps and init are passed to ``attack`` (a `ValueError` where it takes none). Returns the attacked denoised images, within eps (L∞) of
     ``denoise(images)``, not of ``images``.
     """
 
@@ -78,7 +78,16 @@ class DenoiseThenAttack(Attack):
         check_images(images)
         x = images.detach().float()
         labels = self.resolve_labels(x, labels)
-        return self.attack(self.denoise(x), labels, eps=eps, init=init)
+        # Only what the attack takes: the minimum-norm attacks (CW, DeepFool) have no radius, and
+        # the attacks with their own random draws (FAB, Square, ...) take no caller's start.
+        extra: dict[str, Any] = {}
+        for keyword, value in (("eps", eps), ("init", init)):
+            if value is None:
+                continue
+            if not self.attack.forward_takes(keyword):
+                raise ValueError(f"{self.attack.name} takes no {keyword}")
+            extra[keyword] = value
+        return self.attack(self.denoise(x), labels, **extra)
 
     def config(self) -> dict[str, Any]:
         denoiser_cfg = getattr(self.denoiser, "config", None)

@@ -48,6 +48,8 @@ class DIM(MIFGSM):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, eps=eps, steps=steps, decay=decay, step=step, **kwargs)
+        if not 0.0 <= diversity_prob <= 1.0:  # (checked here too, so the message names this option)
+            raise ValueError(f"diversity_prob must be in [0, 1], got {diversity_prob}")
         self.diversity = DiverseInput(resize_rate, diversity_prob, seed)
         self.resize_rate = resize_rate
         self.diversity_prob = diversity_prob

@@ -58,7 +58,9 @@ class HopSkipJump(Attack):
     (B, C, H, W) in [0, 1]: each image's final boundary point (adversarial), or the clean image
     where no start was found or, with eps, where it lies outside. After a call ``norms`` (B,)
     holds each image's distance in ``norm`` (0 for images adversarial from the start, inf where
-    no adversarial start was found) and ``queries`` (B,) the model evaluations each image used.
+    no adversarial start was found) and ``queries`` (B,) the model evaluations each image used
+    (the attack's own; the labels' check, one image, or the prediction where labels are None, are
+    the base class's and not counted).
     """
 
     name = "hopskipjump"

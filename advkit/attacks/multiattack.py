@@ -45,6 +45,9 @@ class MultiAttack(Attack):
         self.targeted = modes.pop()
         # a plain list, not a ModuleList: the attacks share `model`, registered once above
         self.attacks = attacks
+        # A radius given to the call is checked by each attack that takes it; here only against the
+        # widest of them (an L2 radius may exceed 1).
+        self.max_eps = max(a.max_eps for a in attacks)
         self.history: list[tuple[str, float]] = []
 
     def label(self, attack: Attack) -> str:
@@ -58,7 +61,13 @@ class MultiAttack(Attack):
         radius = self.eps if eps is None else eps
         eps_t = None if radius is None else as_eps_tensor(radius, x0.shape[0], x0, self.max_eps).flatten()
         with torch.no_grad():
-            fooled = self.succeeded(self.logits(x0), labels)
+            clean = self.logits(x0)
+        for attack in self.attacks:
+            # before any attack runs: APGD-T needs 4 classes, and AutoAttack would fail at its second stage
+            if x0.shape[0] and clean.shape[1] < attack.min_classes:
+                raise ValueError(f"{self.label(attack)} needs a model of at least {attack.min_classes} classes; "
+                                 f"this one has {clean.shape[1]}")
+        fooled = self.succeeded(clean, labels)
         out = x0.clone()
         n = x0.shape[0]
 

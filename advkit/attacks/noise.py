@@ -25,6 +25,8 @@ class GaussianNoise(Attack):
 
     def __init__(self, model: nn.Module | None = None, sigma: float = 0.1, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(model if model is not None else nn.Identity(), **kwargs)
+        if not 0.0 <= sigma <= 1.0:  # also NaN
+            raise ValueError(f"sigma must lie in [0, 1] on the [0, 1] pixel scale (25/255, not 25), got {sigma}")
         self.sigma = sigma
         self.seed = seed
         self._generator = torch.Generator().manual_seed(seed)

@@ -176,8 +176,9 @@ class Pasadena(Attack):
             self.kernel_size = int(round(kernels.shape[1] ** 0.5))
         return kernels.float()
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, eps: Any = None,
-                init: Any = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        # (no eps, no init: the attack has no radius and no random start, so a caller passing
+        # them, MultiAttack or DenoiseThenAttack, is told rather than ignored)
         return self.run(images, labels)["adv"]
 
     def run(self, noisy: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

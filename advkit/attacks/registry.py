@@ -40,12 +40,19 @@ def list_attacks(pattern: str = "*", *, norm: str | None = None, black_box: bool
     )
 
 
+def _loose(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
 def get_attack(name: str) -> type[Attack]:
-    """The attack class registered as ``name``; `UnknownNameError` listing the known names."""
-    try:
+    """The attack class registered as ``name``, matched ignoring case and ``-`` against ``_``
+    (``"PGD"``, ``"pgd-l2"``, ``"APGD_T"``); `UnknownNameError` listing the known names."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError(f"unknown attack {name!r}; known attacks: {', '.join(list_attacks())}") from None
+    matches = [cls for key, cls in _REGISTRY.items() if _loose(key) == _loose(name)]
+    if len(matches) == 1:
+        return matches[0]
+    raise UnknownNameError(f"unknown attack {name!r}; known attacks: {', '.join(list_attacks())}")
 
 
 def create_attack(name: str, model: nn.Module, **kwargs: Any) -> Attack:

@@ -68,7 +68,7 @@ class Square(Attack):
         norm: ``linf`` (default) or ``l2`` (the paper's L2 attack: pseudo-Gaussian squares, the
             perturbation kept on the L2 sphere of radius eps), as AutoAttack's ``norm``.
         queries: model evaluations per image and restart, the first included (default 5000, as
-            torchattacks; AutoAttack uses 5000 too). Images stop as soon as they are fooled.
+            torchattacks; AutoAttack uses 5000 too), plus one of the clean image per call. Images stop as soon as they are fooled.
         p_init: the first squares' share of the image's area (0.8); it halves on a fixed schedule.
         loss: ``margin`` (z_y − max_{j≠y} z_j, minimized; targeted: max_{j≠t} z_j − z_t) or ``ce``.
         restarts: runs from fresh stripes, each on the images still not fooled.
@@ -134,7 +134,8 @@ class Square(Attack):
     ) -> torch.Tensor:
         x0, labels, eps_t = self.prepare(images, labels, eps)
         margin, _ = self.margin_and_loss(self.logits(x0), labels)
-        fooled = margin <= 0
+        # done: fooled already, or a zero radius, where no query could change anything
+        fooled = (margin <= 0) | (eps_t.flatten() == 0)
         out = x0.clone()
         best_loss = torch.full((x0.shape[0],), math.inf, device=x0.device)
         for _ in range(self.restarts):

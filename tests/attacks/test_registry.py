@@ -140,6 +140,69 @@ def test_model_gets_its_own_dtype(tiny, name):
             assert (size <= eps + 1e-5).all(), (name, dtype, size)
 
 
+@pytest.mark.parametrize("name", [n for n in list_attacks() if n not in ("pasadena", "noise")])
+def test_call_contexts_give_the_same_images(tiny, name):
+    """Under no_grad, with inputs made under inference_mode (evaluation loops; the gradient attacks
+    failed there with "element 0 of tensors does not require grad"), and wrapped in
+    DenoiseThenAttack with an identity denoiser (which passed eps and init to attacks that take
+    neither: CW, Square, FAB, ... failed): the same images as the plain call."""
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 8, 8)
+    with torch.no_grad():
+        y = tiny(x).argmax(1)
+    attack = create_attack(name, tiny, **QUICK.get(name, {}))
+    attack.reseed(5)
+    expected = attack(x, y)
+    attack.reseed(5)
+    with torch.no_grad():
+        assert torch.equal(attack(x, y), expected)
+    with torch.inference_mode():
+        xi, yi = x.clone(), y.clone()
+    attack.reseed(5)
+    with torch.inference_mode():
+        assert torch.equal(attack(xi, yi), expected)
+    wrapped = DenoiseThenAttack(nn.Identity(), attack)
+    attack.reseed(5)
+    assert torch.equal(wrapped(x, y), expected)
+    if attack.forward_takes("eps"):
+        attack.reseed(5)
+        assert torch.equal(wrapped(x, y, eps=attack.eps), expected)
+    else:
+        with pytest.raises(ValueError, match=f"{attack.name} takes no eps"):
+            wrapped(x, y, eps=0.01)
+
+
+class _TupleOut(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x), x.mean()
+
+
+class _DictOut(_TupleOut):
+    def forward(self, x):
+        return {"logits": self.net(x)}
+
+
+class _OneLogit(_TupleOut):
+    def forward(self, x):
+        return self.net(x)[:, :1]
+
+
+@pytest.mark.parametrize("name", [n for n in list_attacks() if n not in ("pasadena", "noise")])
+def test_a_model_that_returns_no_logits_tensor_is_one_clear_error(tiny, name):
+    """A tuple or a dict failed deep in the attack ("'tuple' object has no attribute 'float'"); one
+    logit gave SPSA all-NaN images and every cross-entropy attack a zero loss, silently."""
+    x = torch.rand(2, 3, 8, 8)
+    for wrapper, needle in ((_TupleOut, "got a tuple .*first output"), (_DictOut, r"got a dict .*out\['logits'\]"),
+                            (_OneLogit, r"at least 2 classes, got shape \(1, 1\) .*binary classifier")):
+        attack = create_attack(name, wrapper(tiny).eval(), **QUICK.get(name, {}))
+        with pytest.raises(ValueError, match=needle):
+            attack(x, torch.zeros(2, dtype=torch.long))
+
+
 def attack_is_l2(name: str) -> bool:
     return get_attack(name).threat_norms == ("l2",)
 
