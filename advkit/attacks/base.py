@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -121,14 +122,12 @@ def _autograd_usable(value: Any) -> Any:
     return value.clone() if isinstance(value, torch.Tensor) and value.is_inference() else value
 
 
-_OUTPUT_HINTS = {
-    tuple: " (wrap the model so it returns the logits alone, e.g. its first output)",
-    list: " (wrap the model so it returns the logits alone, e.g. its first output)",
-    dict: " (wrap the model so it returns the logits tensor, e.g. out['logits'])",
-}
-
-
 def _describe_output(out: Any) -> str:
+    """What a model returned instead of (B, classes) logits, with how to wrap it."""
+    if isinstance(out, (tuple, list)):
+        return f"a {type(out).__name__} (wrap the model so it returns the logits alone, e.g. its first output)"
+    if isinstance(out, Mapping):  # (also Hugging Face's ModelOutput)
+        return f"a {type(out).__name__} (wrap the model so it returns the logits tensor, e.g. out['logits'])"
     if not isinstance(out, torch.Tensor):
         return f"a {type(out).__name__}"
     if out.ndim == 2 and out.shape[1] < 2:
@@ -276,7 +275,7 @@ class Attack(nn.Module):
             out = self.model(images)
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] < 2:
             raise ValueError(f"the model must return (B, classes) logits with at least 2 classes, got "
-                             f"{_describe_output(out)}{_OUTPUT_HINTS.get(type(out), '')}")
+                             f"{_describe_output(out)}")
         return out.float()
 
     def input_gradient(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
