@@ -29,7 +29,7 @@ import torch
 from advkit.attacks.base import Attack
 from advkit.attacks.registry import attack_parameters, get_attack, list_attacks, parse_attack_options
 from advkit.data.sources import labels_for_model
-from advkit.data.store import PairStore, PairStoreWriter, quantize_delta, reconstruct_adv
+from advkit.data.store import PairStore, PairStoreWriter, config_difference, quantize_delta, reconstruct_adv
 from advkit.errors import OutputError, OutputExistsError, StoreFormatError, UsageError
 from advkit.models.classifier import strict_fp32_predictions
 
@@ -295,8 +295,15 @@ def generate_pairs(
         if not resume:
             raise OutputExistsError(f"{out} exists; use --resume to check it or --overwrite to replace it")
         with PairStore(out) as done_store:
-            if done_store.info.config != json.loads(json.dumps(config, sort_keys=True)):
-                raise StoreFormatError(f"{out} is complete but was made with different arguments; use --overwrite")
+            info = done_store.info
+            wanted = json.loads(json.dumps(config, sort_keys=True))
+            if info.config != wanted:
+                raise StoreFormatError(f"{out} was made with different arguments "
+                                       f"({config_difference(info.config, wanted)}); use --overwrite")
+            # (a partial copied or renamed to OUT is not this run's finished store)
+            if not info.complete or info.rows != rows or info.rows_done != rows:
+                raise StoreFormatError(f"{out} is not complete ({info.rows_done} of {rows} rows done); "
+                                       f"finish it as {partial.name} with --resume, or use --overwrite")
             return GenerationResult(out, rows, 0, True, done_store.summary())
     if partial.exists() and resume and not overwrite:
         writer = PairStoreWriter.resume(partial, config)

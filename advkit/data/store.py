@@ -19,6 +19,7 @@ writer leaves a readable file whose ``done`` rows are all valid.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -196,6 +197,10 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> h5p
         if mode == "w":
             reason = os.strerror(exc.errno) if exc.errno else str(exc).split("(")[0].strip()
             raise OutputError(f"cannot create {path}: {reason}") from exc
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(exc).lower():
+            # HDF5's file lock: another process has it open (a reader while we write, or the reverse)
+            raise StoreFormatError(f"{path} is in use by another process (HDF5 file lock); "
+                                   "retry when it has finished") from exc
         reason = str(exc).split("(")[0].strip() or "unreadable"
         raise StoreFormatError(f"{path} is not a readable HDF5 file ({reason})") from exc
 
@@ -257,14 +262,15 @@ class PairStore:
             path=self.path,
             rows=int(f["clean"].shape[0]),
             image_shape=tuple(int(s) for s in f["clean"].shape[1:]),  # type: ignore[arg-type]
-            rows_done=int(np.count_nonzero(f["done"][...])),
+            rows_done=(rows_done := int(np.count_nonzero(f["done"][...]))),
             source=source,
             model=model,
             attack=attack,
             seed=int(f.attrs["seed"]),
             class_names=names,
             precision=str(f.attrs.get("precision", "fp32")),
-            complete=bool(f.attrs.get("complete", False)),
+            # marked complete by the writer and every row done (a mark alone survives edits and copies)
+            complete=bool(f.attrs.get("complete", False)) and rows_done == int(f["clean"].shape[0]),
             advkit_version=str(f.attrs["advkit_version"]),
             config=config,
         )
@@ -598,7 +604,7 @@ class PairStoreWriter:
             _validate(f, path)
             stored = _load_json_attr(f, "config", path) if "config" in f.attrs else None
             if stored != json.loads(_json_attr(config)):
-                diff = _first_difference(stored, json.loads(_json_attr(config)))
+                diff = config_difference(stored, json.loads(_json_attr(config)))
                 raise StoreFormatError(
                     f"{path} was started with different arguments ({diff}); "
                     "rerun with the same arguments or use --overwrite"
@@ -695,12 +701,29 @@ def _recover_killed_store(path: Path) -> None:
                     dds[...] = np.where(done, sds[...], sds.fillvalue) if name != "done" else done
 
 
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+def config_difference(a: Any, b: Any, prefix: str = "") -> str:
+    """The first key (dotted path) where two run configs differ, with both values."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+                return config_difference(a.get(key), b.get(key), f"{prefix}{key}.")
     return f"{prefix.rstrip('.') or 'config'}: stored {a!r}, now {b!r}"
+
+
+def radius_mask(stored: np.ndarray, requested: Sequence[float], path: str | os.PathLike[str]) -> np.ndarray:
+    """(N,) bool: the rows of ``stored`` (N,) radii that equal one of ``requested`` to a relative
+    1e-5 (the 6 digits ``store info`` prints, float32 rounding); a requested radius the store does
+    not hold is a `UsageError` naming its radii, not a silent drop."""
+    stored32 = np.asarray(stored, dtype=np.float32)
+    grid = np.unique(stored32)
+    mask = np.zeros(stored32.shape, dtype=bool)
+    for radius in requested:
+        hits = np.isclose(grid, np.float32(radius), rtol=1e-5, atol=0)
+        if not hits.any():
+            have = ", ".join(f"{v:g}" for v in grid.tolist())
+            raise UsageError(f"{path} holds no rows at eps {radius:g} (its radii: {have})")
+        mask |= np.isin(stored32, grid[hits])
+    return mask
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -730,7 +753,7 @@ class PairDataset(torch.utils.data.Dataset):
             else:
                 keep = done.copy()
                 if eps is not None:
-                    keep &= np.isin(store.field("eps"), np.asarray(eps, dtype=np.float32))
+                    keep &= radius_mask(store.field("eps"), eps, self.path)
                 idx = np.flatnonzero(keep)
             self.rows = idx
             self.labels = store.field("label")[idx]
@@ -779,6 +802,11 @@ def merge_stores(
     out = Path(out)
     if not inputs:
         raise StoreFormatError("nothing to merge: no input stores given")
+    for p in inputs:
+        # The merged file replaces ``out`` by rename: a shard named as the output would be lost (and
+        # a virtual output would map itself).
+        if out.exists() and Path(p).exists() and os.path.samefile(out, p):
+            raise OutputError(f"{out} is one of the stores to merge; name another output")
     shards = []
     for p in inputs:
         with PairStore(p, require_complete=True) as s:

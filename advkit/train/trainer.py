@@ -22,9 +22,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from advkit.data.store import PairStore, reconstruct_adv
+from advkit.data.store import PairStore, radius_mask, reconstruct_adv
 from advkit.defenses.evaluate import evaluate_on_store, store_rows
-from advkit.errors import CheckpointError, OutputExistsError, UsageError
+from advkit.errors import AdvkitError, CheckpointError, OutputExistsError, UsageError
 from advkit.models.checkpoint import load_denoiser, save_denoiser
 from advkit.models.denoisers import DENOISER_ARCHS, FUSION_INPUTS, MultiHeadFiltDenoiser, PAFilt, create_denoiser
 from advkit.train.losses import FUSION_LOSSES, SemanticLoss, fusion_choice_loss, fusion_loss, image_loss
@@ -117,7 +117,7 @@ class _InMemoryPairs:
         with PairStore(path) as store:
             keep = store.field("done")
             if eps is not None:
-                keep &= np.isin(store.field("eps"), np.asarray(eps, dtype=np.float32))
+                keep &= radius_mask(store.field("eps"), eps, path)
             rows = np.flatnonzero(keep)
             if rows.size == 0:
                 raise UsageError(f"{path}: no finished rows to train on (check --train-eps)")
@@ -355,6 +355,12 @@ def _train_denoiser(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
                 loss = _batch_loss(ddp_model, model, stage, adv, clean, eps, recon_loss, classifier,
                                    cfg.fusion_loss)
+            if not bool(torch.isfinite(loss.detach())):
+                # One NaN step turns every weight NaN, and the run would save that as its best model.
+                bad_rows = not (bool(torch.isfinite(adv).all()) and bool(torch.isfinite(clean).all()))
+                why = ("the batch holds non-finite pixels (check the store: advkit store verify)" if bad_rows
+                       else f"lower --lr ({lr:g} at this step) or drop --amp")
+                raise AdvkitError(f"training loss is {float(loss.detach()):g} at epoch {epoch + 1}, step {step + 1}: {why}")
             optimizer.zero_grad(set_to_none=True)
             loss.float().backward()
             optimizer.step()

@@ -222,6 +222,15 @@ def test_noise_pairs_without_a_model(tmp_path, cifar_test_npz):
         clean, noisy = s.images(slice(None))
         assert 0.07 < (noisy - clean).std().item() < 0.11
         assert (s.field("pred_adv") == -1).all() and s.info.attack["name"] == "noise"
+    args = ["gen-adv", "--data", str(cifar_test_npz), "--attack", "noise", "--limit", "8", "--out", str(out), "--resume"]
+    # a finished OUT with other arguments: the argument that differs is named
+    _assert_one_line_error(run(*args, "--sigma", "0.2"), "different arguments", "0.2")
+    # a partial copied to OUT was reported "already complete" with rows missing
+    import h5py
+
+    with h5py.File(out, "r+") as f:
+        f["done"][6:] = False
+    _assert_one_line_error(run(*args, "--sigma", "0.1"), "is not complete (6 of 8 rows done)")
 
 
 def _assert_one_line_error(result, *needles):

@@ -13,7 +13,7 @@ from advkit.data.store import (
     quantize_delta,
     reconstruct_adv,
 )
-from advkit.errors import StoreFormatError
+from advkit.errors import OutputError, StoreFormatError
 
 GRID = [1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 5e-3, 1e-2, 3e-2, 5e-2, 1e-1, 3e-1, 5e-1]
 
@@ -229,6 +229,12 @@ def test_merge_copies_and_virtual(tmp_path):
     with pytest.raises(StoreFormatError, match="complete run"):
         merge_stores(tmp_path / "x.h5", [tmp_path / "a.h5"])
     assert not (tmp_path / "x.h5").exists()
+    # a shard named as the output: replaced by the merge (virtual: by a file that maps itself)
+    before = (tmp_path / "a.h5").read_bytes()
+    for virtual in (False, True):
+        with pytest.raises(OutputError, match="a.h5 is one of the stores to merge"):
+            merge_stores(tmp_path / "a.h5", [tmp_path / "a.h5", tmp_path / "b.h5"], virtual=virtual)
+        assert (tmp_path / "a.h5").read_bytes() == before
     # chunks are copied compressed, as they are: a damaged one is caught by its zlib checksum
     with h5py.File(tmp_path / "b.h5", "r") as f:
         chunk = f["clean"].id.get_chunk_info(1)
@@ -236,3 +242,21 @@ def test_merge_copies_and_virtual(tmp_path):
     with pytest.raises(StoreFormatError, match=r"b.h5 is damaged: cannot read row 1 of 'clean'"):
         merge_stores(tmp_path / "x.h5", [tmp_path / "a.h5", tmp_path / "b.h5"])
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_a_file_another_process_holds_is_named_as_such(tmp_path):
+    """HDF5's file lock read as "is not a readable HDF5 file (Unable to synchronously open file)"."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'w'); f.flush(); "
+         "print('open', flush=True); time.sleep(60)", str(tmp_path / "held.h5")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(StoreFormatError, match="held.h5 is in use by another process"):
+            PairStore(tmp_path / "held.h5")
+    finally:
+        holder.kill()
+        holder.wait()

@@ -61,6 +61,40 @@ def test_one_step_lowers_the_loss(arch, tiny_store, tmp_path):
     assert record["history"][0]["epoch"] == 1
 
 
+def test_a_nan_loss_stops_the_run_before_it_saves_a_nan_model(tiny_store, tmp_path):
+    """A store with NaN deltas trained to NaN weights, saved as the best model, exit 0."""
+    import shutil
+
+    import h5py
+
+    from advkit.errors import AdvkitError
+
+    bad = tmp_path / "nan.h5"
+    shutil.copy(tiny_store, bad)
+    with h5py.File(bad, "r+") as f:
+        delta = f["delta"][...]
+        delta[::2] = np.nan
+        f["delta"][...] = delta
+    cfg = TrainConfig(arch="unet-add", loss="img", train=str(bad), out=str(tmp_path / "o"), width=4, epochs=1,
+                      batch_size=48)
+    with pytest.raises(AdvkitError, match=r"training loss is nan at epoch 1, step 1: .*non-finite pixels"):
+        train_denoiser(cfg)
+    assert not (tmp_path / "o" / "best.safetensors").exists()
+
+
+def test_train_eps_matches_printed_radii_and_refuses_missing_ones(tiny_store, tmp_path):
+    """--train-eps took radii by exact float32 value and dropped the rest without a word: the 6 digits
+    `store info` prints for 8/255 (0.0313725) matched nothing, 0.5 (not in the store) was ignored."""
+    from advkit.data.store import PairDataset
+
+    assert len(PairDataset(tiny_store, eps=[0.0999999])) == 16  # 1e-1 as printed to 6 digits, 16 images
+    with pytest.raises(UsageError, match=r"holds no rows at eps 0.5 \(its radii: 0.01, 0.1, 0.3\)"):
+        train_denoiser(TrainConfig(arch="unet-add", train=str(tiny_store), out=str(tmp_path / "o"), width=4,
+                                   epochs=1, train_eps=[1e-1, 0.5]))
+    with pytest.raises(UsageError, match="holds no rows at eps 0.2"):
+        PairDataset(tiny_store, eps=[0.2])
+
+
 def test_semantic_loss_step_lowers_feature_distance(tiny_store, tmp_path, weights_dir):
     from advkit.models import create_classifier, create_denoiser
     from advkit.train import SemanticLoss
