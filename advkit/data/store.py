@@ -226,6 +226,22 @@ def reading(path: Path, what: str) -> Iterator[None]:
         raise StoreFormatError(f"{path} is damaged: cannot read {what} ({reason})") from exc
 
 
+def _check_virtual_sources(f: h5py.File, path: Path) -> None:
+    """A virtual (``store merge --virtual``) store whose shard files are missing: HDF5 reads the
+    missing rows as zeros, or a file of the same name under the current folder, without a word."""
+    for name in ("clean", "delta", "done"):
+        dataset = f[name]
+        if not dataset.is_virtual:
+            continue
+        for source in {m.file_name for m in dataset.virtual_sources()}:
+            if source == ".":  # (the store itself)
+                continue
+            where = Path(source) if os.path.isabs(source) else path.parent / source
+            if not where.is_file():
+                raise StoreFormatError(f"{path} is a virtual store whose shard {source} is missing "
+                                       f"(expected at {where}); keep the shards beside it or merge without --virtual")
+
+
 class PairStore:
     """Read-only access to a pair store (validated on open).
 
@@ -239,6 +255,7 @@ class PairStore:
         try:
             with reading(self.path, "its layout"):
                 _validate(self._file, self.path)
+                _check_virtual_sources(self._file, self.path)
                 self.info = self._read_info()
         except BaseException:
             self._file.close()

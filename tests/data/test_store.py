@@ -229,6 +229,11 @@ def test_merge_copies_and_virtual(tmp_path):
     with pytest.raises(StoreFormatError, match="complete run"):
         merge_stores(tmp_path / "x.h5", [tmp_path / "a.h5"])
     assert not (tmp_path / "x.h5").exists()
+    # a virtual store whose shard went missing read its rows as zeros (or another folder's file)
+    (tmp_path / "b.h5").rename(tmp_path / "b_moved.h5")
+    with pytest.raises(StoreFormatError, match=r"mTrue.h5 is a virtual store whose shard b.h5 is missing"):
+        PairStore(tmp_path / "mTrue.h5")
+    (tmp_path / "b_moved.h5").rename(tmp_path / "b.h5")
     # a shard named as the output: replaced by the merge (virtual: by a file that maps itself)
     before = (tmp_path / "a.h5").read_bytes()
     for virtual in (False, True):
