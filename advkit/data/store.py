@@ -149,8 +149,12 @@ def _validate(f: h5py.File, path: Path) -> None:
     if fmt is None:
         raise StoreFormatError(f"{path} is an HDF5 file but not an advkit store (no 'advkit_format')")
     if fmt != FORMAT_NAME:
-        raise StoreFormatError(f"{path} is an advkit {fmt!r} store, not a pair store")
-    version = int(f.attrs.get("format_version", -1))
+        shown = repr(fmt) if isinstance(fmt, str) else str(getattr(fmt, "tolist", lambda: fmt)())
+        raise StoreFormatError(f"{path} is an advkit {shown} store, not a pair store")
+    try:
+        version = int(f.attrs.get("format_version", -1))
+    except (TypeError, ValueError):
+        version = -1  # (a value that is no integer at all: reported as an unknown version)
     if version != FORMAT_VERSION:
         raise StoreFormatError(
             f"{path} has pair-store format version {version}; this advkit reads version {FORMAT_VERSION}"

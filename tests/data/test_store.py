@@ -109,6 +109,15 @@ def test_validation_messages(tmp_path):
         f.attrs["advkit_format"] = "defended"
     with pytest.raises(StoreFormatError, match="not a pair store"):
         PairStore(tmp_path / "k.h5")
+    # attributes of the wrong type: "internal error: ValueError" and "np.int64(5)" before
+    with h5py.File(tmp_path / "k.h5", "r+") as f:
+        f.attrs["advkit_format"] = 5
+    with pytest.raises(StoreFormatError, match="is an advkit 5 store, not a pair store"):
+        PairStore(tmp_path / "k.h5")
+    with h5py.File(tmp_path / "v.h5", "r+") as f:
+        f.attrs["format_version"] = "x"
+    with pytest.raises(StoreFormatError, match="format version -1"):
+        PairStore(tmp_path / "v.h5")
     _write_store(tmp_path / "t.h5")
     data = (tmp_path / "t.h5").read_bytes()
     (tmp_path / "trunc.h5").write_bytes(data[: len(data) // 3])
