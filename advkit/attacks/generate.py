@@ -301,7 +301,7 @@ def generate_pairs(
                 raise StoreFormatError(f"{out} was made with different arguments "
                                        f"({config_difference(info.config, wanted)}); use --overwrite")
             # (a partial copied or renamed to OUT is not this run's finished store)
-            if not info.complete or info.rows != rows or info.rows_done != rows:
+            if not info.complete or info.rows != rows:  # (complete: every row done)
                 raise StoreFormatError(f"{out} is not complete ({info.rows_done} of {rows} rows done); "
                                        f"finish it as {partial.name} with --resume, or use --overwrite")
             return GenerationResult(out, rows, 0, True, done_store.summary())

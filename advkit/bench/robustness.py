@@ -22,16 +22,11 @@ import torch
 from torch import nn
 
 from advkit.attacks import APGD, FABT, PGD, SPSA, Attack, AutoAttack, HopSkipJump, Square
-from advkit.data.store import PairStore
+from advkit.data.store import PairStore, same_radius
 from advkit.defenses import DefendedClassifier, evaluate_on_store, store_rows
 
 # Accuracy under unbounded PGD above this means the attack cannot follow the gradient.
 MASKING_THRESHOLD = 0.05
-
-
-def same_radius(stored: np.ndarray | float, requested: float) -> np.ndarray:
-    """Whether stored float32 radii are the requested radius (stores keep eps as float32)."""
-    return np.isclose(np.float32(stored), np.float32(requested), rtol=1e-5, atol=0)
 
 
 def rows_for(store: PairStore, eps: Sequence[float], n: int) -> np.ndarray:

@@ -731,15 +731,21 @@ def config_difference(a: Any, b: Any, prefix: str = "") -> str:
     return f"{prefix.rstrip('.') or 'config'}: stored {a!r}, now {b!r}"
 
 
+def same_radius(stored: np.ndarray | float, requested: float) -> np.ndarray:
+    """Whether stored float32 radii are the requested radius: equal to a relative 1e-5 (float32
+    rounding, and the 6 digits ``store info`` prints)."""
+    return np.isclose(np.float32(stored), np.float32(requested), rtol=1e-5, atol=0)
+
+
 def radius_mask(stored: np.ndarray, requested: Sequence[float], path: str | os.PathLike[str]) -> np.ndarray:
-    """(N,) bool: the rows of ``stored`` (N,) radii that equal one of ``requested`` to a relative
-    1e-5 (the 6 digits ``store info`` prints, float32 rounding); a requested radius the store does
-    not hold is a `UsageError` naming its radii, not a silent drop."""
+    """(N,) bool: the rows of ``stored`` (N,) radii that are one of ``requested`` (`same_radius`);
+    a requested radius the store does not hold is a `UsageError` naming its radii, not a silent
+    drop."""
     stored32 = np.asarray(stored, dtype=np.float32)
     grid = np.unique(stored32)
     mask = np.zeros(stored32.shape, dtype=bool)
     for radius in requested:
-        hits = np.isclose(grid, np.float32(radius), rtol=1e-5, atol=0)
+        hits = same_radius(grid, radius)
         if not hits.any():
             have = ", ".join(f"{v:g}" for v in grid.tolist())
             raise UsageError(f"{path} holds no rows at eps {radius:g} (its radii: {have})")
