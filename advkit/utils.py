@@ -68,6 +68,54 @@ def cleaned_up_on_failure(folder: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def exclusive_run(target: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the one lock that runs writing ``target`` take: a second run on the same output fails
+    at once with an `OutputError` instead of rewriting the file under the first.
+
+    The lock is an advisory ``flock`` on a hidden ``.NAME.lock`` beside ``target``, released by the
+    kernel when its holder dies (a killed run never leaves a stale lock) and removed on exit. Where
+    the folder or the filesystem allows no lock file, the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # (no flock on this platform)
+        yield
+        return
+    target = Path(target)
+    lock = target.with_name(f".{target.name}.lock")
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(f"{target} is being written by another run (it holds {lock}); "
+                              "wait for it to finish") from None
+        except OSError:  # (a filesystem without locks)
+            os.close(fd)
+            yield
+            return
+        # The holder before us may have removed the lock file between our open and our flock.
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+
+
 # Write failures that are the device's, not a bug: a full disk or quota, a read-only filesystem.
 _DEVICE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 

@@ -115,3 +115,25 @@ def test_auto_precision_reads_the_recorded_choice_and_survives_a_bad_record(tmp_
     for damaged in (b"[1]", b"\xff\xfe", b'{"Test GPU": "fp8"}', b"{"):
         record.write_bytes(damaged)
         assert resolve_precision("auto", gpu) == "fp32", damaged
+
+
+def test_exclusive_run_admits_one_run_per_output(tmp_path):
+    from advkit.errors import OutputError
+    from advkit.utils import exclusive_run
+
+    out = tmp_path / "o.h5"
+    with exclusive_run(out):
+        assert (tmp_path / ".o.h5.lock").exists()
+        with pytest.raises(OutputError, match="o.h5 is being written by another run"):
+            with exclusive_run(out):
+                pass
+        with exclusive_run(tmp_path / "other.h5"):  # (another output in the same folder: its own lock)
+            pass
+    assert list(tmp_path.iterdir()) == []
+    with exclusive_run(out):  # released on exit, also after a failure inside
+        pass
+    with pytest.raises(ValueError):
+        with exclusive_run(out):
+            raise ValueError
+    with exclusive_run(out):
+        pass

@@ -32,6 +32,7 @@ from advkit.data.sources import labels_for_model
 from advkit.data.store import PairStore, PairStoreWriter, config_difference, quantize_delta, reconstruct_adv
 from advkit.errors import OutputError, OutputExistsError, StoreFormatError, UsageError
 from advkit.models.classifier import strict_fp32_predictions
+from advkit.utils import exclusive_run
 
 ADVFILTER_EPS_GRID = (1e-4, 3e-4, 5e-4, 1e-3, 3e-3, 5e-3, 1e-2, 3e-2, 5e-2, 1e-1, 3e-1, 5e-1)
 EPS_GRIDS = {"advfilter": ADVFILTER_EPS_GRID}
@@ -291,107 +292,108 @@ def generate_pairs(
         partial.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the folder {partial.parent}: {exc.strerror or exc}") from exc
-    if out.exists() and not overwrite:
-        if not resume:
-            raise OutputExistsError(f"{out} exists; use --resume to check it or --overwrite to replace it")
-        with PairStore(out) as done_store:
-            info = done_store.info
-            wanted = json.loads(json.dumps(config, sort_keys=True))
-            if info.config != wanted:
-                raise StoreFormatError(f"{out} was made with different arguments "
-                                       f"({config_difference(info.config, wanted)}); use --overwrite")
-            # (a partial copied or renamed to OUT is not this run's finished store)
-            if not info.complete or info.rows != rows:  # (complete: every row done)
-                raise StoreFormatError(f"{out} is not complete ({info.rows_done} of {rows} rows done); "
-                                       f"finish it as {partial.name} with --resume, or use --overwrite")
-            return GenerationResult(out, rows, 0, True, done_store.summary())
-    if partial.exists() and resume and not overwrite:
-        writer = PairStoreWriter.resume(partial, config)
-    elif partial.exists() and not overwrite:
-        raise OutputExistsError(
-            f"an unfinished run exists at {partial}; use --resume to finish it or --overwrite to restart"
-        )
-    else:
-        created = True
-        writer = PairStoreWriter.create(
-            partial,
-            rows=rows,
-            image_shape=image_shape,  # type: ignore[arg-type]
-            source=source_desc,
-            model=model_id,
-            attack={**attack_cfg, "eps_grid": eps},
-            seed=seed,
-            class_names=class_names,
-            precision=attack.precision,
-            config=config,
-            extra_attrs={"shard": f"{shard[0]}/{shard[1]}", "row_offset": row_offset},
-        )
-
-    computed = 0
-    try:
-        done = writer.done_mask()
-        if on_progress:
-            on_progress(int(done.sum()), rows)
-        noise_kind = "normal" if attack.name == "noise" else "uniform"
-        with_init = attack.forward_takes("init")
-        for start in range(0, rows, batch_size):
-            stop = min(start + batch_size, rows)
-            if done[start:stop].all():
-                continue
-            local = np.arange(start, stop)
-            pos = local // n_eps
-            eps_rows = np.asarray([eps[i] for i in local % n_eps], dtype=np.float32)
-            uniq, inverse = np.unique(pos, return_inverse=True)
-            images_u8 = source.load(shard_indices[uniq])[inverse]
-            src_idx = shard_indices[pos]
-            labels = labels_all[src_idx]
-            clean = torch.from_numpy(images_u8).to(device).permute(0, 3, 1, 2).float().div(255)
-            noise = row_noise(seed, row_offset + local, tuple(clean.shape[1:]), noise_kind) if with_init else None
-            eps_t = torch.from_numpy(eps_rows).to(device)
-
-            pred_clean = _predict(model, clean)
-            attack_labels = torch.from_numpy(labels).to(device)
-            if (labels < 0).any():
-                if pred_clean is None:
-                    pred_clean = _predict(attack.model, clean)
-                attack_labels = torch.where(attack_labels < 0, torch.as_tensor(pred_clean, device=device), attack_labels)
-            attack.reseed(batch_generator_seed(seed, row_offset + start))
-            if with_init:
-                adv = attack(clean, attack_labels, eps=eps_t, init=noise)
-            else:
-                adv = attack(clean, attack_labels, eps=eps_t)
-            delta = quantize_delta((adv - clean).permute(0, 2, 3, 1).float().cpu(), eps_t.cpu() if bounded else None)
-            stored_adv = reconstruct_adv(images_u8, delta.numpy()).to(device)
-            pred_adv = _predict(model, stored_adv)
-            minus_one = np.full(len(local), -1, dtype=np.int64)
-            writer.write_rows(
-                start,
-                clean=images_u8,
-                delta=delta.numpy(),
-                label=labels,
-                eps=eps_rows,
-                source_index=src_idx,
-                pred_clean=minus_one if model is None else np.asarray(pred_clean, dtype=np.int64),
-                pred_adv=minus_one if pred_adv is None else np.asarray(pred_adv, dtype=np.int64),
+    with exclusive_run(out):  # (a second run on this OUT fails instead of taking it over)
+        if out.exists() and not overwrite:
+            if not resume:
+                raise OutputExistsError(f"{out} exists; use --resume to check it or --overwrite to replace it")
+            with PairStore(out) as done_store:
+                info = done_store.info
+                wanted = json.loads(json.dumps(config, sort_keys=True))
+                if info.config != wanted:
+                    raise StoreFormatError(f"{out} was made with different arguments "
+                                           f"({config_difference(info.config, wanted)}); use --overwrite")
+                # (a partial copied or renamed to OUT is not this run's finished store)
+                if not info.complete or info.rows != rows:  # (complete: every row done)
+                    raise StoreFormatError(f"{out} is not complete ({info.rows_done} of {rows} rows done); "
+                                           f"finish it as {partial.name} with --resume, or use --overwrite")
+                return GenerationResult(out, rows, 0, True, done_store.summary())
+        if partial.exists() and resume and not overwrite:
+            writer = PairStoreWriter.resume(partial, config, rows=rows, image_shape=image_shape)  # type: ignore[arg-type]
+        elif partial.exists() and not overwrite:
+            raise OutputExistsError(
+                f"an unfinished run exists at {partial}; use --resume to finish it or --overwrite to restart"
             )
-            done[start:stop] = True
-            computed += stop - start
+        else:
+            created = True
+            writer = PairStoreWriter.create(
+                partial,
+                rows=rows,
+                image_shape=image_shape,  # type: ignore[arg-type]
+                source=source_desc,
+                model=model_id,
+                attack={**attack_cfg, "eps_grid": eps},
+                seed=seed,
+                class_names=class_names,
+                precision=attack.precision,
+                config=config,
+                extra_attrs={"shard": f"{shard[0]}/{shard[1]}", "row_offset": row_offset},
+            )
+
+        computed = 0
+        try:
+            done = writer.done_mask()
             if on_progress:
                 on_progress(int(done.sum()), rows)
-        writer.finish()
-    except BaseException:
-        if created and computed == 0:
-            # Nothing was done (the data failed to load, Ctrl-C at once): a partial with no rows
-            # would only send the next run to --resume.
+            noise_kind = "normal" if attack.name == "noise" else "uniform"
+            with_init = attack.forward_takes("init")
+            for start in range(0, rows, batch_size):
+                stop = min(start + batch_size, rows)
+                if done[start:stop].all():
+                    continue
+                local = np.arange(start, stop)
+                pos = local // n_eps
+                eps_rows = np.asarray([eps[i] for i in local % n_eps], dtype=np.float32)
+                uniq, inverse = np.unique(pos, return_inverse=True)
+                images_u8 = source.load(shard_indices[uniq])[inverse]
+                src_idx = shard_indices[pos]
+                labels = labels_all[src_idx]
+                clean = torch.from_numpy(images_u8).to(device).permute(0, 3, 1, 2).float().div(255)
+                noise = row_noise(seed, row_offset + local, tuple(clean.shape[1:]), noise_kind) if with_init else None
+                eps_t = torch.from_numpy(eps_rows).to(device)
+
+                pred_clean = _predict(model, clean)
+                attack_labels = torch.from_numpy(labels).to(device)
+                if (labels < 0).any():
+                    if pred_clean is None:
+                        pred_clean = _predict(attack.model, clean)
+                    attack_labels = torch.where(attack_labels < 0, torch.as_tensor(pred_clean, device=device), attack_labels)
+                attack.reseed(batch_generator_seed(seed, row_offset + start))
+                if with_init:
+                    adv = attack(clean, attack_labels, eps=eps_t, init=noise)
+                else:
+                    adv = attack(clean, attack_labels, eps=eps_t)
+                delta = quantize_delta((adv - clean).permute(0, 2, 3, 1).float().cpu(), eps_t.cpu() if bounded else None)
+                stored_adv = reconstruct_adv(images_u8, delta.numpy()).to(device)
+                pred_adv = _predict(model, stored_adv)
+                minus_one = np.full(len(local), -1, dtype=np.int64)
+                writer.write_rows(
+                    start,
+                    clean=images_u8,
+                    delta=delta.numpy(),
+                    label=labels,
+                    eps=eps_rows,
+                    source_index=src_idx,
+                    pred_clean=minus_one if model is None else np.asarray(pred_clean, dtype=np.int64),
+                    pred_adv=minus_one if pred_adv is None else np.asarray(pred_adv, dtype=np.int64),
+                )
+                done[start:stop] = True
+                computed += stop - start
+                if on_progress:
+                    on_progress(int(done.sum()), rows)
+            writer.finish()
+        except BaseException:
+            if created and computed == 0:
+                # Nothing was done (the data failed to load, Ctrl-C at once): a partial with no rows
+                # would only send the next run to --resume.
+                writer.close()
+                partial.unlink(missing_ok=True)
+            raise
+        finally:
             writer.close()
-            partial.unlink(missing_ok=True)
-        raise
-    finally:
-        writer.close()
-    os.replace(partial, out)
-    with PairStore(out) as store:
-        summary = store.summary()
-    return GenerationResult(out, rows, computed, False, summary)
+        os.replace(partial, out)
+        with PairStore(out) as store:
+            summary = store.summary()
+        return GenerationResult(out, rows, computed, False, summary)
 
 
 @torch.no_grad()

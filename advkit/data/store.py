@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import shutil
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -67,9 +68,12 @@ STORE_SUFFIXES = (".h5", ".hdf5")
 
 def check_store_name(path: str | os.PathLike[str], option: str = "--out") -> None:
     """`UsageError` unless ``path`` ends in .h5 or .hdf5 (a store written under another name would
-    pass for another kind of file)."""
+    pass for another kind of file) and is not a folder (found only when the finished file is renamed
+    onto it, after all the work)."""
     if Path(path).suffix.lower() not in STORE_SUFFIXES:
         raise UsageError(f"{option} {path}: a pair store is an HDF5 file; name it *.h5")
+    if Path(path).is_dir():
+        raise UsageError(f"{option} {path} is a folder; name a file for the pair store")
 
 
 def quantize_delta(delta: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
@@ -179,6 +183,7 @@ def _validate(f: h5py.File, path: Path) -> None:
 
 
 _HELD_BY_WRITER = "already open for write"
+_FINISH_ATTEMPTS = 120  # (every 0.5 s)
 
 
 def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> h5py.File:
@@ -189,8 +194,11 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r", **kwargs: Any) -> h5p
     corrupt file retries for a long time before failing.
     """
     path = Path(path)
-    if mode == "r" and not path.is_file():
+    if mode in ("r", "r+") and not path.is_file():
         raise StoreFormatError(f"store not found: {path}")
+    if mode == "r+" and path.stat().st_size == 0:
+        # (HDF5 would make an empty file of it and report a store without attributes)
+        raise StoreFormatError(f"{path} is empty (0 bytes), not an HDF5 file")
     try:
         return h5py.File(path, mode, **kwargs)
     except OSError as exc:
@@ -274,11 +282,16 @@ class PairStore:
     def _read_info(self) -> StoreInfo:
         f = self._file
         names = _load_json_attr(f, "class_names", self.path)
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise StoreFormatError(f"{self.path}: attribute 'class_names' is not a list of names")
         attack = _load_json_attr(f, "attack", self.path)
         source = _load_json_attr(f, "source", self.path)
         model = f.attrs["model"]
         model = model.decode() if isinstance(model, bytes) else str(model)
         config = _load_json_attr(f, "config", self.path) if "config" in f.attrs else None
+        seed = f.attrs["seed"]
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)):
+            raise StoreFormatError(f"{self.path}: attribute 'seed' is {seed!r}, not an integer")
         return StoreInfo(
             path=self.path,
             rows=int(f["clean"].shape[0]),
@@ -287,7 +300,7 @@ class PairStore:
             source=source,
             model=model,
             attack=attack,
-            seed=int(f.attrs["seed"]),
+            seed=int(seed),
             class_names=names,
             precision=str(f.attrs.get("precision", "fp32")),
             # marked complete by the writer and every row done (a mark alone survives edits and copies)
@@ -316,10 +329,39 @@ class PairStore:
             return self._file[name][...]
 
     def raw(self, rows: slice | Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(clean uint8 (n, H, W, 3), delta float16 (n, H, W, 3)) for the given rows."""
+        """(clean uint8 (n, H, W, 3), delta float16 (n, H, W, 3)) for the given rows.
+
+        Raises `StoreFormatError` for a row whose delta is NaN or infinite, or (stores of an L∞
+        attack) outside its radius: numbers computed from such rows would be wrong without a word.
+        """
         rows = _as_h5_index(rows)
+        clean, delta = self._read_rows(rows)
+        flat = delta.reshape(len(delta), -1)
+        bad = ~np.isfinite(flat).all(1)
+        what = "a NaN or infinite perturbation"
+        if not bad.any() and self.linf_bounded:
+            with reading(self.path, "field 'eps'"):
+                eps = self._file["eps"][rows]
+            bad = np.abs(flat).max(1) > eps
+            what = "a perturbation outside its eps ball"
+        if bad.any():
+            first = int(np.arange(self.info.rows)[rows][np.argmax(bad)])
+            raise StoreFormatError(f"{self.path}: row {first} holds {what} ({int(bad.sum())} of these "
+                                   f"{len(bad)} rows); `advkit store verify` lists every bad row")
+        return clean, delta
+
+    def _read_rows(self, rows: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with reading(self.path, f"rows {_describe_rows(rows)}"):
             return self._file["clean"][rows], self._file["delta"][rows]
+
+    @property
+    def linf_bounded(self) -> bool:
+        """Whether every row's delta lies in its L∞ ball of radius ``eps`` (gen-adv's stores of an L∞
+        attack; a defended store (defend) and attack-denoise's hold deltas that no radius bounds, and
+        noise pairs hold sigma as their radius)."""
+        attack = self.info.attack if isinstance(self.info.attack, dict) else {}
+        return (attack.get("norm") == "linf" and attack.get("name") != "noise"
+                and "defense" not in self._file.attrs and "clean_is" not in self._file.attrs)
 
     def images(self, rows: slice | Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(clean, adv) float32 (n, 3, H, W) in [0, 1] for the given rows."""
@@ -348,15 +390,11 @@ class PairStore:
         Returns {"path", "rows", "rows_done", "complete", "checked": [...], "problems": {check:
         {"rows": count, "first": [up to 10 rows]}}, "ok": bool}.
         """
-        f, n = self._file, self.info.rows
+        n = self.info.rows
         done = self.field("done")
         label, eps = self.field("label"), self.field("eps")
         pred_clean, pred_adv = self.field("pred_clean"), self.field("pred_adv")
-        attack = self.info.attack if isinstance(self.info.attack, dict) else {}
-        # gen-adv's stores of an L∞ attack; a defended store (defend) and attack-denoise's hold
-        # deltas that no radius bounds, and noise pairs hold sigma as their radius
-        bounded = (attack.get("norm") == "linf" and attack.get("name") != "noise"
-                   and "defense" not in f.attrs and "clean_is" not in f.attrs)
+        bounded = self.linf_bounded
         classes = len(self.info.class_names) if self.info.class_names else None
         found: dict[str, list[int]] = {}
 
@@ -408,7 +446,7 @@ class PairStore:
         the whole range at once, or row by row where that fails, so a damaged chunk costs its own
         row only."""
         try:
-            clean, delta = self.raw(slice(start, stop))
+            clean, delta = self._read_rows(slice(start, stop))
             return np.arange(start, stop), clean, delta, []
         except StoreFormatError:
             pass
@@ -607,11 +645,20 @@ class PairStoreWriter:
         return cls(path, f)
 
     @classmethod
-    def resume(cls, path: str | os.PathLike[str], config: Any) -> PairStoreWriter:
-        """Reopen a partial store for writing; refuse if it was made with a different config.
+    def resume(
+        cls,
+        path: str | os.PathLike[str],
+        config: Any,
+        *,
+        rows: int | None = None,
+        image_shape: tuple[int, int, int] | None = None,
+    ) -> PairStoreWriter:
+        """Reopen a partial store for writing; refuse if it was made with a different config or
+        holds another number of rows or another image size than ``rows`` / ``image_shape``.
 
         A writer killed with SIGKILL leaves HDF5's "open for write" mark in the file, which blocks a
-        plain reopen; the done rows are then recovered through a SWMR read into a fresh file.
+        plain reopen; the file is then checked through a SWMR read and its done rows are recovered
+        into a fresh file.
         """
         path = Path(path)
         try:
@@ -619,17 +666,17 @@ class PairStoreWriter:
         except OSError as exc:
             if not _is_held_by_writer(exc):
                 raise
+            try:
+                killed = h5py.File(path, "r", swmr=True)
+            except OSError as exc2:
+                raise StoreFormatError(f"{path}: the unfinished store cannot be recovered; use --overwrite") from exc2
+            with killed, reading(path, "its layout"):  # (checked before anything is rewritten)
+                _check_resumable(killed, path, config, rows, image_shape)
             _recover_killed_store(path)
             f = open_h5(path, "r+", libver="latest")
         try:
-            _validate(f, path)
-            stored = _load_json_attr(f, "config", path) if "config" in f.attrs else None
-            if stored != json.loads(_json_attr(config)):
-                diff = config_difference(stored, json.loads(_json_attr(config)))
-                raise StoreFormatError(
-                    f"{path} was started with different arguments ({diff}); "
-                    "rerun with the same arguments or use --overwrite"
-                )
+            with reading(path, "its layout"):
+                _check_resumable(f, path, config, rows, image_shape)
             f.swmr_mode = True
         except BaseException:
             f.close()
@@ -676,13 +723,42 @@ class PairStoreWriter:
         self._file.close()
         if not done.all():
             raise StoreFormatError(f"{path}: {int((~done).sum())} rows are not done")
-        # SWMR files cannot take new attribute values; reopen plainly to stamp completion.
-        with open_h5(path, "r+") as f:
+        # SWMR files cannot take new attribute values; reopen plainly to stamp completion. A reader
+        # (store info on the partial) holds HDF5's lock for a moment: wait up to a minute for it.
+        for attempt in range(_FINISH_ATTEMPTS):
+            try:
+                f = open_h5(path, "r+")
+                break
+            except StoreFormatError as exc:
+                if "in use by another process" not in str(exc) or attempt == _FINISH_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.5)
+        with f:
             f.attrs["complete"] = True
 
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
+
+
+def _check_resumable(
+    f: h5py.File, path: Path, config: Any, rows: int | None, image_shape: tuple[int, int, int] | None
+) -> None:
+    """`StoreFormatError` unless ``f`` is a pair store started with ``config``, of ``rows`` rows of
+    ``image_shape`` images (a partial from elsewhere or edited would otherwise be finished and
+    called complete)."""
+    _validate(f, path)
+    stored = _load_json_attr(f, "config", path) if "config" in f.attrs else None
+    wanted = json.loads(_json_attr(config))
+    if stored != wanted:
+        raise StoreFormatError(f"{path} was started with different arguments ({config_difference(stored, wanted)}); "
+                               "rerun with the same arguments or use --overwrite")
+    held = tuple(int(s) for s in f["clean"].shape)
+    expected = (rows if rows is not None else held[0], *(image_shape or held[1:]))
+    if held != expected:
+        raise StoreFormatError(f"{path} holds {held[0]} rows of {held[1]}x{held[2]} images, but this run makes "
+                               f"{expected[0]} rows of {expected[1]}x{expected[2]}; it is not this run's "
+                               "unfinished store: use --overwrite")
 
 
 def _recover_killed_store(path: Path) -> None:

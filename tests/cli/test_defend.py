@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -79,6 +80,11 @@ def test_defend_store(tmp_path, cifar_test_npz, weights_dir):
     # the stored predictions are those of the stored (float16-difference) images
     verified = run("--json", "store", "verify", str(out), "--predictions")
     assert verified.exit_code == 0 and json.loads(verified.stdout)["ok"], verified.output
+    # a store with a NaN delta: "internal error: ... NaN" (or numbers computed from it)
+    with h5py.File(store, "r+") as f:
+        f["delta"][3, 0, 0, 0] = np.nan
+    _one_line_error(run("defend", str(store), str(tmp_path / "again.h5")), "row 3 holds a NaN")
+    assert not (tmp_path / "again.h5").exists()
 
 
 def test_pafilt_uncertainty_png(sample_png, tmp_path):

@@ -118,6 +118,8 @@ def test_killed_run_resumes_to_identical_arrays(tmp_path, cifar_test_npz, uninte
     while _rows_done(partial) < 24 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be interrupted"
+    if sig == signal.SIGKILL:  # a second --resume rebuilt the live run's partial under it
+        _assert_one_line_error(run(*_cmd(cifar_test_npz, out, "--resume")[4:]), "being written by another run")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
@@ -131,6 +133,7 @@ def test_killed_run_resumes_to_identical_arrays(tmp_path, cifar_test_npz, uninte
     assert 0 < done_before < 80
     subprocess.run(_cmd(cifar_test_npz, out, "--resume"), check=True, env=env, capture_output=True)
     assert out.exists() and not partial.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]  # (the run's lock file is gone)
     with PairStore(ref) as a, PairStore(out) as b:
         ca, da = a.raw(slice(None))
         cb, db = b.raw(slice(None))
@@ -286,6 +289,13 @@ def test_missing_output_folder_is_made_and_an_impossible_one_is_one_line(tmp_pat
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")  # a file where the output's folder should be
     _assert_one_line_error(run(*common, "--out", str(blocker / "o.h5")), "cannot create the folder")
+    # a folder named like a store: found only at the rename, after all the work (merge and defend
+    # named their hidden temporary file)
+    (tmp_path / "dir.h5").mkdir()
+    _assert_one_line_error(run(*common, "--out", str(tmp_path / "dir.h5")), "dir.h5 is a folder")
+    _assert_one_line_error(run("store", "merge", str(tmp_path / "dir.h5"), str(out)), "dir.h5 is a folder")
+    _assert_one_line_error(run("defend", str(out), str(tmp_path / "dir.h5")), "dir.h5 is a folder")
+    assert list((tmp_path / "dir.h5").iterdir()) == []
 
 
 def test_unknown_dataset_and_existing_output(tmp_path, cifar_test_npz, weights_dir):

@@ -187,6 +187,13 @@ def test_verify_names_each_bad_row(tmp_path):
     assert {check: found["first"] for check, found in report["problems"].items()} == {
         "outside_ball": [1], "non_finite": [2], "bad_label": [3], "bad_eps": [4], "unreadable": [5],
         "bad_prediction": [7]}
+    # readers (bench, defend, train-denoiser) refuse such rows instead of computing from them
+    with PairStore(path) as store:
+        with pytest.raises(StoreFormatError, match=r"row 1 holds a perturbation outside its eps ball \(1 of these 2"):
+            store.raw(slice(0, 2))
+        with pytest.raises(StoreFormatError, match="row 2 holds a NaN or infinite perturbation.*store verify"):
+            store.images(np.array([0, 2, 3]))
+        assert store.images([0, 3, 6])[1].shape == (3, 3, 5, 7)
     # a store whose deltas no radius bounds (a defended one) is not held to the ball
     _write_store(tmp_path / "d.h5", attack={"name": "pgd", "norm": "linf"})
     with h5py.File(tmp_path / "d.h5", "r+") as f:
@@ -195,6 +202,7 @@ def test_verify_names_each_bad_row(tmp_path):
         f["delta"][0] = np.full(f["delta"].shape[1:], 0.2, np.float16) * (f["clean"][0] < 200)
     with PairStore(tmp_path / "d.h5") as store:
         report = store.verify()
+        assert store.raw(slice(None))[1].shape == (6, 5, 7, 3)
     assert report["ok"] and "outside_ball" not in report["checked"]
 
 
@@ -207,6 +215,70 @@ def test_resume_with_different_config_is_refused(tmp_path):
     with pytest.raises(StoreFormatError, match="different arguments.*eps"):
         PairStoreWriter.resume(tmp_path / "p.h5", {"eps": [0.2]})
     PairStoreWriter.resume(tmp_path / "p.h5", {"eps": [0.1]}).close()
+    # a partial of other rows or image size (edited, or copied from elsewhere) was finished as complete
+    with pytest.raises(StoreFormatError, match="holds 2 rows of 4x4 images, but this run makes 3 rows of 4x4"):
+        PairStoreWriter.resume(tmp_path / "p.h5", {"eps": [0.1]}, rows=3, image_shape=(4, 4, 3))
+    with pytest.raises(StoreFormatError, match="but this run makes 2 rows of 16x16"):
+        PairStoreWriter.resume(tmp_path / "p.h5", {"eps": [0.1]}, rows=2, image_shape=(16, 16, 3))
+    PairStoreWriter.resume(tmp_path / "p.h5", {"eps": [0.1]}, rows=2, image_shape=(4, 4, 3)).close()
+    # HDF5 opened a zero-byte file for writing as a new, empty one
+    (tmp_path / "z.h5").touch()
+    with pytest.raises(StoreFormatError, match=r"z.h5 is empty \(0 bytes\)"):
+        PairStoreWriter.resume(tmp_path / "z.h5", {})
+    assert (tmp_path / "z.h5").stat().st_size == 0
+
+
+def _killed_writer(path, config):
+    """A partial store whose writer was killed (HDF5's open-for-write mark left in the file)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from advkit.data.store import PairStoreWriter as W; "
+            "w = W.create(sys.argv[1], rows=2, image_shape=(4, 4, 3), source={}, model='m', attack={}, seed=0, "
+            f"class_names=None, precision='fp32', config={config!r}); "
+            "print('open', flush=True); import time; time.sleep(60)")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "open"
+    writer.kill()
+    writer.wait()
+
+
+def test_a_killed_partial_is_checked_before_it_is_rebuilt(tmp_path):
+    path = tmp_path / "k.h5"
+    _killed_writer(path, {"eps": [0.1]})
+    before = path.read_bytes()
+    with pytest.raises(StoreFormatError, match="different arguments"):
+        PairStoreWriter.resume(path, {"eps": [0.2]})
+    with pytest.raises(StoreFormatError, match="holds 2 rows"):
+        PairStoreWriter.resume(path, {"eps": [0.1]}, rows=5, image_shape=(4, 4, 3))
+    assert path.read_bytes() == before  # (refused without rewriting it)
+    w = PairStoreWriter.resume(path, {"eps": [0.1]}, rows=2, image_shape=(4, 4, 3))
+    assert w.done_mask().tolist() == [False, False]
+    w.close()
+
+
+def test_finish_waits_for_a_reader_of_the_partial(tmp_path):
+    """The writer reopens the file to mark it complete; a reader holding HDF5's lock failed it."""
+    import subprocess
+    import sys
+
+    w = PairStoreWriter.create(tmp_path / "p.h5", rows=1, image_shape=(4, 4, 3), source={}, model="m",
+                               attack={}, seed=0, class_names=None, precision="fp32", config={})
+    w.write_rows(0, clean=np.zeros((1, 4, 4, 3), np.uint8), delta=np.zeros((1, 4, 4, 3), np.float16),
+                 label=np.zeros(1), eps=np.ones(1), source_index=np.zeros(1), pred_clean=np.zeros(1),
+                 pred_adv=np.zeros(1))
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from advkit.data.store import PairStore; "
+         "s = PairStore(sys.argv[1]); print('open', flush=True); time.sleep(2); s.close()", str(tmp_path / "p.h5")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        w.finish()
+    finally:
+        reader.kill()
+        reader.wait()
+    with PairStore(tmp_path / "p.h5") as store:
+        assert store.info.complete
 
 
 def test_pair_dataset_in_dataloader_workers(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from advkit.data.store import PairStore, PairStoreWriter
-from advkit.errors import CheckpointError, OutputExistsError, UsageError
+from advkit.errors import CheckpointError, OutputExistsError, StoreFormatError, UsageError
 from advkit.models import load_denoiser
 from advkit.train import TrainConfig, image_loss, train_denoiser
 
@@ -77,7 +77,13 @@ def test_a_nan_loss_stops_the_run_before_it_saves_a_nan_model(tiny_store, tmp_pa
         f["delta"][...] = delta
     cfg = TrainConfig(arch="unet-add", loss="img", train=str(bad), out=str(tmp_path / "o"), width=4, epochs=1,
                       batch_size=48)
-    with pytest.raises(AdvkitError, match=r"training loss is nan at epoch 1, step 1: .*non-finite pixels"):
+    with pytest.raises(StoreFormatError, match=r"nan.h5: row 0 holds a NaN or infinite perturbation"):
+        train_denoiser(cfg)  # (refused as the store is read)
+    assert not (tmp_path / "o" / "best.safetensors").exists()
+    # a step too large: the first non-finite loss stops the run
+    cfg = TrainConfig(arch="unet-add", loss="img", train=str(tiny_store), out=str(tmp_path / "o"), width=4, epochs=1,
+                      batch_size=8, lr=1e30)
+    with pytest.raises(AdvkitError, match=r"training loss is (nan|inf) at epoch 1, step [2-9]: lower --lr"):
         train_denoiser(cfg)
     assert not (tmp_path / "o" / "best.safetensors").exists()
 
