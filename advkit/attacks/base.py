@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -164,6 +165,10 @@ def check_images(images: torch.Tensor) -> None:
     """A float (B, C, H, W) tensor with values in [0, 1]; else a `ValueError` naming what is wrong."""
     if images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3) and images.shape[2] > 4:
+        # (else the model fails on its first convolution, about channels it did not expect)
+        raise ValueError(f"images of shape {tuple(images.shape)} look channels-last (B, H, W, C); attacks take "
+                         "(B, C, H, W): pass images.permute(0, 3, 1, 2)")
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [0, 1], got dtype {images.dtype}")
     check_value_range(images)
@@ -214,8 +219,6 @@ class Attack(nn.Module):
         super().__init__()
         if unknown:
             raise TypeError(_unknown_option_message(type(self), next(iter(unknown))))
-        if targeted and not self.supports_targeted:
-            raise ValueError(f"{self.name} has no targeted mode")
         check_counts(eot_samples=eot_samples)
         if eot_samples > 1 and not self.supports_eot:
             raise ValueError(f"{self.name} takes no eot_samples (EOT is for the gradient attacks: FGSM, TI-FGSM, "
@@ -225,6 +228,34 @@ class Attack(nn.Module):
         self.channels_last = channels_last
         self.targeted = bool(targeted)
         self.eot_samples = int(eot_samples)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass's default radius is checked once its whole constructor has run (an L2 attack
+        # sets its norm, which lifts the bound, after its eps): `PGD(model, eps=8)` fails where it
+        # is written, not at the first call.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def checked_init(self: Attack, *args: Any, **kw: Any) -> None:
+            init(self, *args, **kw)
+            if type(self).__init__ is checked_init and self.eps is not None:  # (the outermost constructor)
+                as_eps_tensor(self.eps, 1, torch.empty(0), self.max_eps)
+
+        cls.__init__ = checked_init  # type: ignore[method-assign]
+
+    @property
+    def targeted(self) -> bool:
+        """Whether the attack drives images to the given labels as targets (else away from them)."""
+        return self._targeted
+
+    @targeted.setter
+    def targeted(self, value: bool) -> None:
+        if value and not self.supports_targeted:  # (also when set after construction)
+            raise ValueError(f"{self.name} has no targeted mode")
+        self._targeted = bool(value)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # As torchattacks and ART do, the model runs in eval mode for the attack: batch norm on its

@@ -102,3 +102,33 @@ def test_square_with_a_zero_radius_spends_no_queries(tiny):
 
 def test_names_are_matched_loosely():
     assert get_attack("PGD") is PGD and get_attack("pgd-l2") is PGDL2 and get_attack("APGD_T").name == "apgd-t"
+
+
+def test_a_default_radius_is_checked_where_the_attack_is_made(tiny):
+    """`PGD(model, eps=8)` was accepted and failed at the first call, far from the mistake."""
+    for build in (lambda: PGD(tiny, eps=8), lambda: AutoAttack(tiny, eps=-0.1), lambda: Square(tiny, eps=float("nan"))):
+        with pytest.raises(ValueError, match="eps must lie in"):
+            build()
+    with pytest.raises(ValueError, match="eps must be a number"):
+        PGD(tiny, eps="8/255")
+    # an L2 radius may exceed 1: its norm is set after its eps
+    assert PGDL2(tiny, eps=8).eps == 8 and APGD(tiny, norm="l2", eps=3).eps == 3
+    assert PGD(tiny, eps=torch.tensor(0.03)).eps == pytest.approx(0.03)
+
+
+def test_targeted_set_after_construction_is_checked(tiny):
+    from advkit.attacks import DeepFool
+
+    attack = PGD(tiny)
+    attack.targeted = True
+    assert attack.targeted and attack.config()["targeted"]
+    deepfool = DeepFool(tiny)
+    with pytest.raises(ValueError, match="deepfool has no targeted mode"):
+        deepfool.targeted = True
+    assert not deepfool.targeted
+
+
+def test_channels_last_layout_is_named(tiny):
+    """NHWC images failed inside the model ("expected input to have 3 channels, but got 32")."""
+    with pytest.raises(ValueError, match=r"\(2, 8, 8, 3\) look channels-last .*permute\(0, 3, 1, 2\)"):
+        PGD(tiny, steps=1)(torch.rand(2, 8, 8, 3), torch.zeros(2, dtype=torch.long))
