@@ -157,6 +157,10 @@ class BenchConfig:
             if unknown or not self.methods:
                 raise UsageError(f"unknown --method {','.join(unknown) or '(none)'}; known: {', '.join(METHODS)}")
             resolve_checkpoint(resolve_denoiser(self.denoiser))
+        unused = [f"{path} (made against {model})" for model, path in self.adv.items() if model not in self.models]
+        if unused:  # (it would be ignored, and the model's own pairs generated or missing)
+            raise UsageError(f"--adv {unused[0]} is for no --model ({', '.join(self.models)}); "
+                             "bench takes each store for the model it was attacked against")
         if self.data is None and (self.suite == "pasadena" or any(m not in self.adv for m in self.models)):
             raise UsageError("--data is needed (or --adv STORE for every model)")
 
