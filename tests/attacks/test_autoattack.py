@@ -90,6 +90,7 @@ def test_autoattack_l2_runs_every_stage_in_l2(resnet20_cifar):
 
 def test_autoattack_is_the_worst_case_of_its_attacks(resnet20_cifar):
     model, x, y = resnet20_cifar
+    x, y = x[::2], y[::2]  # (5 images per class: what is checked is the ensemble's bookkeeping)
     eps = 1 / 255
     attack = AutoAttack(model, eps=eps, steps=10, n_targets=3, queries=50)
     adv = attack(x, y)

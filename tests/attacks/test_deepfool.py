@@ -50,7 +50,9 @@ def test_deepfool_contract(tiny):
 def test_deepfool_matches_torchattacks(resnet20_cifar):
     torchattacks = pytest.importorskip("torchattacks")
     model, x, y = resnet20_cifar
-    x, y = x[::5].contiguous(), y[::5]  # torchattacks' DeepFool goes one image at a time
+    # torchattacks' DeepFool goes one image at a time, a full Jacobian per step (1.7 s an image):
+    # one image per class (measured on 20: mean L2 ratio 1.0001, as on either half of them)
+    x, y = x[::10].contiguous(), y[::10]
     ours = DeepFool(model)(x, y)
     theirs = torchattacks.DeepFool(model)(x, y).detach()
     with torch.no_grad():

@@ -152,8 +152,9 @@ def test_fab_contract(tiny):
 def test_fab_matches_torchattacks(resnet20_cifar, targeted_search):
     torchattacks = pytest.importorskip("torchattacks")
     model, x, y = resnet20_cifar
-    if not targeted_search:  # one backward per class per step: half the images keep it short
-        x, y = x[::2], y[::2]
+    # every other image (50): FAB-T's robust accuracy equals torchattacks' on either half as on all
+    # 100 (measured 0.26/0.26, 0.24/0.24, 0.25/0.25); FAB takes one backward per class per step
+    x, y = x[::2], y[::2]
     x = x.contiguous()  # torchattacks' targeted FAB views the gradient, which needs contiguity
     eps, steps = 1 / 255, 5  # (10 steps: the same agreement, twice the time)
     ours = (FABT(model, eps=eps, steps=steps) if targeted_search else FAB(model, eps=eps, steps=steps))(x, y)

@@ -182,7 +182,9 @@ def test_matches_torchattacks_on_cifar(cifar_setup, monkeypatch, name, steps, ex
     """Same settings (and the same neighbours) → the same success within 2 points and ≥ 99 % equal pixels."""
     torchattacks = pytest.importorskip("torchattacks")
     model, x, pred = cifar_setup
-    x = x.contiguous()  # torchattacks' uniform_ fills the noise in the images' memory order
+    # every other image (50): the check is per pixel, and the success rates agree as on all 100
+    # torchattacks' uniform_ fills the noise in the images' memory order: contiguous
+    x, pred = x[::2].contiguous(), pred[::2]
     eps = 1 / 255  # far from saturation (measured: NI 0.77, SI-NI 0.43, VMI 0.70, VNI 0.73)
     ours = OURS[name](model, eps=eps, steps=steps, **extra)(x, pred)
     # torchattacks draws torch.randn_like(images) and overwrites it with uniform_: the normal draws
