@@ -159,6 +159,7 @@ def test_apgd_dlr_sees_through_saturated_softmax(resnet20_cifar):
     """Logits ×1000 saturate the softmax in float32: cross-entropy's gradient vanishes and PGD and
     APGD-CE stall, while DLR, unchanged by the scale, attacks as before (Croce & Hein's point)."""
     model, x, y = resnet20_cifar
+    x, y = x[::2], y[::2]  # 5 per class; measured: clean 90 %, APGD-CE and PGD 88 %, DLR 28 % (= unscaled)
 
     scaled = Scaled(model).eval()
     clean = accuracy(scaled, x, y)
