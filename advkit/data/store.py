@@ -337,13 +337,22 @@ class PairStore:
         rows = _as_h5_index(rows)
         clean, delta = self._read_rows(rows)
         flat = delta.reshape(len(delta), -1)
-        bad = ~np.isfinite(flat).all(1)
-        what = "a NaN or infinite perturbation"
-        if not bad.any() and self.linf_bounded:
+        eps = None
+        if self.linf_bounded:
             with reading(self.path, "field 'eps'"):
                 eps = self._file["eps"][rows]
-            bad = np.abs(flat).max(1) > eps
-            what = "a perturbation outside its eps ball"
+        # (in blocks of rows: train-denoiser reads a whole store at once, and a full-size temporary
+        # would double its memory)
+        non_finite, outside = np.zeros(len(flat), bool), np.zeros(len(flat), bool)
+        for i in range(0, len(flat), 1024):
+            block = np.abs(flat[i : i + 1024])
+            peak = block.max(1) if block.shape[1] else np.zeros(len(block), block.dtype)
+            non_finite[i : i + 1024] = ~np.isfinite(peak)  # (a NaN or inf anywhere makes the max one)
+            if eps is not None:
+                outside[i : i + 1024] = peak > eps[i : i + 1024]
+        bad, what = non_finite, "a NaN or infinite perturbation"
+        if not bad.any():
+            bad, what = outside, "a perturbation outside its eps ball"
         if bad.any():
             first = int(np.arange(self.info.rows)[rows][np.argmax(bad)])
             raise StoreFormatError(f"{self.path}: row {first} holds {what} ({int(bad.sum())} of these "
