@@ -131,14 +131,18 @@ def test_bench_adaptive_run_widens_the_radii(bench_run, filt_ckpt, cifar_test_np
 def test_bench_bad_input_is_one_line(cifar_test_npz, weights_dir, tmp_path):
     from advkit.data.store import PairStoreWriter
 
-    other = PairStoreWriter.create(tmp_path / "r32.h5", rows=1, image_shape=(32, 32, 3), source={}, model="resnet32",
-                                   attack={"name": "pgd", "norm": "linf"}, seed=0, class_names=None,
-                                   precision="fp32", config={})
-    zeros = np.zeros(1, np.int64)
-    other.write_rows(0, clean=np.zeros((1, 32, 32, 3), np.uint8), delta=np.zeros((1, 32, 32, 3), np.float16),
-                     label=zeros, eps=np.full(1, 0.01, np.float32), source_index=zeros, pred_clean=zeros,
-                     pred_adv=zeros)
-    other.finish()
+    def one_row_store(name, model, size):
+        store = PairStoreWriter.create(tmp_path / name, rows=1, image_shape=(size, size, 3), source={}, model=model,
+                                       attack={"name": "pgd", "norm": "linf"}, seed=0, class_names=None,
+                                       precision="fp32", config={})
+        zeros = np.zeros(1, np.int64)
+        store.write_rows(0, clean=np.zeros((1, size, size, 3), np.uint8),
+                         delta=np.zeros((1, size, size, 3), np.float16), label=zeros, eps=np.full(1, 0.01, np.float32),
+                         source_index=zeros, pred_clean=zeros, pred_adv=zeros)
+        store.finish()
+
+    one_row_store("r32.h5", "resnet32", 32)
+    one_row_store("tiny.h5", "resnet20", 2)
     cases = [
         (["--model", "resnet999", "--data", str(cifar_test_npz)], "resnet999"),
         (["--model", "resnet20", "--data", str(cifar_test_npz), "--eps", "2"], "out of range"),
@@ -169,6 +173,11 @@ def test_bench_bad_input_is_one_line(cifar_test_npz, weights_dir, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], (args, result.stderr)
         # settings are checked before the folder is touched
         assert not (tmp_path / "o").exists(), args
+    # 2x2 images for a 32x32 model: numbers without meaning (or "internal error")
+    result = run("bench", "--model", "resnet20", "--adv", str(tmp_path / "tiny.h5"), "--eps", "0.01",
+                 "--mode", "oblivious", "--defense", "none", "--out", str(tmp_path / "o"))
+    assert result.exit_code != 0 and result.stderr.strip() == (
+        f"error: --adv {tmp_path / 'tiny.h5'} holds 2x2 images; resnet20 takes 32x32"), result.stderr
 
 
 def test_bench_folder_without_results_takes_new_settings(cifar_test_npz, weights_dir, tmp_path):
