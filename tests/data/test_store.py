@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -228,19 +232,26 @@ def test_resume_with_different_config_is_refused(tmp_path):
     assert (tmp_path / "z.h5").stat().st_size == 0
 
 
+@contextlib.contextmanager
+def _process_holding(path, code):
+    """A Python process that runs ``code`` (which prints "open" once it holds ``path``) until the block ends."""
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "open"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _killed_writer(path, config):
     """A partial store whose writer was killed (HDF5's open-for-write mark left in the file)."""
-    import subprocess
-    import sys
-
     code = ("import sys; from advkit.data.store import PairStoreWriter as W; "
             "w = W.create(sys.argv[1], rows=2, image_shape=(4, 4, 3), source={}, model='m', attack={}, seed=0, "
             f"class_names=None, precision='fp32', config={config!r}); "
             "print('open', flush=True); import time; time.sleep(60)")
-    writer = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
-    assert writer.stdout.readline().strip() == "open"
-    writer.kill()
-    writer.wait()
+    with _process_holding(path, code):
+        pass
 
 
 def test_a_killed_partial_is_checked_before_it_is_rebuilt(tmp_path):
@@ -259,24 +270,15 @@ def test_a_killed_partial_is_checked_before_it_is_rebuilt(tmp_path):
 
 def test_finish_waits_for_a_reader_of_the_partial(tmp_path):
     """The writer reopens the file to mark it complete; a reader holding HDF5's lock failed it."""
-    import subprocess
-    import sys
-
     w = PairStoreWriter.create(tmp_path / "p.h5", rows=1, image_shape=(4, 4, 3), source={}, model="m",
                                attack={}, seed=0, class_names=None, precision="fp32", config={})
     w.write_rows(0, clean=np.zeros((1, 4, 4, 3), np.uint8), delta=np.zeros((1, 4, 4, 3), np.float16),
                  label=np.zeros(1), eps=np.ones(1), source_index=np.zeros(1), pred_clean=np.zeros(1),
                  pred_adv=np.zeros(1))
-    reader = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from advkit.data.store import PairStore; "
-         "s = PairStore(sys.argv[1]); print('open', flush=True); time.sleep(2); s.close()", str(tmp_path / "p.h5")],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert reader.stdout.readline().strip() == "open"
+    reader = ("import sys, time; from advkit.data.store import PairStore; "
+              "s = PairStore(sys.argv[1]); print('open', flush=True); time.sleep(1); s.close()")
+    with _process_holding(tmp_path / "p.h5", reader):
         w.finish()
-    finally:
-        reader.kill()
-        reader.wait()
     with PairStore(tmp_path / "p.h5") as store:
         assert store.info.complete
 
@@ -332,17 +334,8 @@ def test_merge_copies_and_virtual(tmp_path):
 
 def test_a_file_another_process_holds_is_named_as_such(tmp_path):
     """HDF5's file lock read as "is not a readable HDF5 file (Unable to synchronously open file)"."""
-    import subprocess
-    import sys
-
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'w'); f.flush(); "
-         "print('open', flush=True); time.sleep(60)", str(tmp_path / "held.h5")],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "open"
+    holder = ("import h5py, sys, time; f = h5py.File(sys.argv[1], 'w'); f.flush(); "
+              "print('open', flush=True); time.sleep(60)")
+    with _process_holding(tmp_path / "held.h5", holder):
         with pytest.raises(StoreFormatError, match="held.h5 is in use by another process"):
             PairStore(tmp_path / "held.h5")
-    finally:
-        holder.kill()
-        holder.wait()
