@@ -165,7 +165,7 @@ def check_images(images: torch.Tensor) -> None:
     """A float (B, C, H, W) tensor with values in [0, 1]; else a `ValueError` naming what is wrong."""
     if images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
-    if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3) and images.shape[2] > 4:
+    if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3) and min(images.shape[1:3]) >= 8:
         # (else the model fails on its first convolution, about channels it did not expect)
         raise ValueError(f"images of shape {tuple(images.shape)} look channels-last (B, H, W, C); attacks take "
                          "(B, C, H, W): pass images.permute(0, 3, 1, 2)")
@@ -242,14 +242,17 @@ class Attack(nn.Module):
         def checked_init(self: Attack, *args: Any, **kw: Any) -> None:
             init(self, *args, **kw)
             if type(self).__init__ is checked_init and self.eps is not None:  # (the outermost constructor)
-                as_eps_tensor(self.eps, 1, torch.empty(0), self.max_eps)
+                # (a (B,) tensor of radii is a default for batches of B: its values are checked here)
+                per_sample = isinstance(self.eps, torch.Tensor) and self.eps.ndim == 1
+                as_eps_tensor(self.eps, self.eps.numel() if per_sample else 1, torch.empty(0), self.max_eps)
 
         cls.__init__ = checked_init  # type: ignore[method-assign]
 
     @property
     def targeted(self) -> bool:
         """Whether the attack drives images to the given labels as targets (else away from them)."""
-        return self._targeted
+        # (an attack pickled before `targeted` was a property holds it in its __dict__)
+        return self.__dict__.get("_targeted", self.__dict__.get("targeted", False))
 
     @targeted.setter
     def targeted(self, value: bool) -> None:

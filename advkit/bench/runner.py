@@ -174,10 +174,19 @@ def adv_stores_by_model(paths: list[str]) -> dict[str, str]:
     """Map each pair store to the model it was attacked against (its recorded registry name)."""
     from advkit.data.store import PairStore
 
+    from advkit.models import get_model_spec
+
     stores: dict[str, str] = {}
     for path in paths:
         with PairStore(path, require_complete=True) as store:
             name = recorded_model(store)
+            try:
+                size = tuple(get_model_spec(name).input_size)
+            except UsageError:  # (a model bench does not know: refused as no --model below)
+                size = tuple(store.info.image_shape[:2])
+            if tuple(store.info.image_shape[:2]) != size:  # (a store edited or written by hand)
+                raise UsageError(f"--adv {path} holds {store.info.image_shape[0]}x{store.info.image_shape[1]} "
+                                 f"images; {name} takes {size[0]}x{size[1]}")
         if name in stores:
             raise UsageError(f"--adv {stores[name]} and {path} were both made against {name}")
         stores[name] = str(path)
@@ -368,12 +377,6 @@ def _advfilter_store(config: BenchConfig, model_name: str, classifier: torch.nn.
         with PairStore(path, require_complete=True) as store:
             if recorded_model(store) != model_name:
                 raise UsageError(f"--adv {path} was made against {recorded_model(store)}, not {model_name}")
-            from advkit.models import get_model_spec
-
-            size = tuple(get_model_spec(model_name).input_size)
-            if tuple(store.info.image_shape[:2]) != size:  # (a store edited or written by hand)
-                raise UsageError(f"--adv {path} holds {store.info.image_shape[0]}x{store.info.image_shape[1]} "
-                                 f"images; {model_name} takes {size[0]}x{size[1]}")
             missing = robustness.missing_radii(store, config.eps)
             if missing:
                 raise UsageError(f"--adv {path} holds no rows at eps {', '.join(f'{e:g}' for e in missing)}")

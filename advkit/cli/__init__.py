@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import sys
+import threading
 import traceback
 from typing import Annotated, Any
 
@@ -56,6 +58,7 @@ class AdvkitGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra: Any):  # noqa: ANN001
         code = 0
+        previous_sigterm = _on_sigterm_raise()
         try:
             given = sys.argv[1:] if args is None else list(args)
             if "" in given:  # Path("") is ".": an empty name would act on the current folder
@@ -81,6 +84,9 @@ class AdvkitGroup(TyperGroup):
         except (_ABORT, KeyboardInterrupt):
             sys.stderr.write("error: interrupted\n")
             code = 130
+        except Terminated:
+            sys.stderr.write("error: terminated (SIGTERM)\n")
+            code = 143
         except Exception as exc:  # noqa: BLE001  (the one place that turns bugs into a line)
             if _debug():
                 traceback.print_exc()
@@ -93,9 +99,33 @@ class AdvkitGroup(TyperGroup):
                     "(set ADVKIT_DEBUG=1 for the traceback)\n"
                 )
             code = 1
+        finally:
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+class Terminated(BaseException):
+    """SIGTERM (`timeout`, `docker stop`, a batch scheduler's time limit), raised where the command
+    is, so that it unwinds as after Ctrl-C: outputs left complete or resumable, lock files removed,
+    one line on stderr. (A BaseException, as KeyboardInterrupt, so no ``except Exception`` eats it.)"""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def _on_sigterm_raise() -> Any:
+    """Install `_raise_terminated` for SIGTERM where a handler can be set (the main thread); the
+    handler it replaces, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except (ValueError, OSError):
+        return None
 
 
 app = typer.Typer(

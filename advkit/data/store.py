@@ -291,7 +291,7 @@ class PairStore:
         config = _load_json_attr(f, "config", self.path) if "config" in f.attrs else None
         seed = f.attrs["seed"]
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)):
-            raise StoreFormatError(f"{self.path}: attribute 'seed' is {seed!r}, not an integer")
+            raise StoreFormatError(f"{self.path}: attribute 'seed' is {seed!s}, not an integer")
         return StoreInfo(
             path=self.path,
             rows=int(f["clean"].shape[0]),
@@ -336,7 +336,7 @@ class PairStore:
         """
         rows = _as_h5_index(rows)
         clean, delta = self._read_rows(rows)
-        flat = delta.reshape(len(delta), -1)
+        flat = delta.reshape(len(delta), int(np.prod(delta.shape[1:])))  # (also for no rows)
         eps = None
         if self.linf_bounded:
             with reading(self.path, "field 'eps'"):
@@ -782,7 +782,7 @@ def _recover_killed_store(path: Path) -> None:
         src = h5py.File(path, "r", swmr=True)
     except OSError as exc:
         raise StoreFormatError(f"{path}: the unfinished store cannot be recovered; use --overwrite") from exc
-    with src, atomic_path(path, suffix=".recover") as tmp:
+    with src, atomic_path(path, suffix=".recover") as tmp, reading(path, "the rows of the unfinished run"):
         _validate(src, path)
         done = src["done"][...]
         with h5py.File(tmp, "w", libver="latest") as dst:

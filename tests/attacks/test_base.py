@@ -114,6 +114,11 @@ def test_a_default_radius_is_checked_where_the_attack_is_made(tiny):
     # an L2 radius may exceed 1: its norm is set after its eps
     assert PGDL2(tiny, eps=8).eps == 8 and APGD(tiny, norm="l2", eps=3).eps == 3
     assert PGD(tiny, eps=torch.tensor(0.03)).eps == pytest.approx(0.03)
+    # a (B,) default for batches of B (refused as "shape (1,)" when checked as a scalar)
+    per_sample = PGD(tiny, eps=torch.full((2,), 0.03), steps=1)
+    assert per_sample(torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)).shape == (2, 3, 8, 8)
+    with pytest.raises(ValueError, match="eps must lie in"):
+        PGD(tiny, eps=torch.tensor([0.03, 8.0]))
 
 
 def test_targeted_set_after_construction_is_checked(tiny):
@@ -126,9 +131,20 @@ def test_targeted_set_after_construction_is_checked(tiny):
     with pytest.raises(ValueError, match="deepfool has no targeted mode"):
         deepfool.targeted = True
     assert not deepfool.targeted
+    # an attack pickled before `targeted` became a property keeps its mode
+    state = dict(attack.__dict__)
+    state["targeted"] = state.pop("_targeted")
+    old = PGD.__new__(PGD)
+    old.__dict__.update(state)
+    assert old.targeted is True
 
 
 def test_channels_last_layout_is_named(tiny):
     """NHWC images failed inside the model ("expected input to have 3 channels, but got 32")."""
     with pytest.raises(ValueError, match=r"\(2, 8, 8, 3\) look channels-last .*permute\(0, 3, 1, 2\)"):
         PGD(tiny, steps=1)(torch.rand(2, 8, 8, 3), torch.zeros(2, dtype=torch.long))
+    # NCHW images with other channel counts and a width of 1 or 3 are not taken for channels-last
+    from advkit.attacks.base import check_images
+
+    for shape in ((2, 4, 16, 3), (2, 6, 20, 1), (2, 3, 8, 3)):
+        check_images(torch.rand(shape))

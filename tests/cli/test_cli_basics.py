@@ -97,3 +97,35 @@ def test_help_paragraphs_are_rewrapped_not_broken_at_source_lines():
     assert result.exit_code == 0
     # (the docstring breaks after "results.csv,"; at 80 columns the help now wraps before it)
     assert any("results.csv, results.md" in line for line in result.stdout.splitlines())
+
+
+def test_sigterm_unwinds_as_ctrl_c_with_one_line():
+    """`timeout`, `docker stop` and batch schedulers end a run with SIGTERM: it died with no
+    message, skipping the cleanup Ctrl-C gets (gen-adv's lock file stayed)."""
+    import os
+    import signal
+    import time
+
+    import typer
+
+    from advkit.cli import AdvkitGroup
+
+    cleaned = []
+    demo = typer.Typer(cls=AdvkitGroup)
+
+    @demo.command()
+    def work() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)
+        finally:
+            cleaned.append(True)
+
+    @demo.command()
+    def other() -> None:
+        pass
+
+    before = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(demo, ["work"])
+    assert result.exit_code == 143 and result.stderr == "error: terminated (SIGTERM)\n" and cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before  # (restored for the embedding process)

@@ -84,6 +84,8 @@ def test_write_read_and_layout(tmp_path):
         assert f["delta"].dtype == np.float16 and f["eps"].dtype == np.float32
         for k in ("label", "source_index", "pred_clean", "pred_adv"):
             assert f[k].dtype == np.int64
+    with PairStore(tmp_path / "s.h5") as store:  # no rows selected: empty arrays
+        assert store.raw(slice(3, 3))[1].shape == (0, 5, 7, 3) and store.images([])[1].shape == (0, 3, 5, 7)
 
 
 def test_reader_is_read_only(tmp_path):
@@ -266,6 +268,27 @@ def test_a_killed_partial_is_checked_before_it_is_rebuilt(tmp_path):
     w = PairStoreWriter.resume(path, {"eps": [0.1]}, rows=2, image_shape=(4, 4, 3))
     assert w.done_mask().tolist() == [False, False]
     w.close()
+
+
+def test_a_killed_partial_with_a_damaged_row_is_one_line(tmp_path):
+    """Its rows are copied into a fresh file on resume: a chunk that did not decompress was an
+    "internal error: OSError"."""
+    path = tmp_path / "k.h5"
+    code = ("import sys, numpy as np; from advkit.data.store import PairStoreWriter as W; "
+            "w = W.create(sys.argv[1], rows=2, image_shape=(8, 8, 3), source={}, model='m', attack={}, seed=0, "
+            "class_names=None, precision='fp32', config={}); z = np.zeros(2, np.int64); "
+            "w.write_rows(0, clean=np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8), "
+            "delta=np.zeros((2, 8, 8, 3), np.float16), label=z, eps=np.ones(2, np.float32), source_index=z, "
+            "pred_clean=z, pred_adv=z); print('open', flush=True); import time; time.sleep(60)")
+    with _process_holding(path, code):
+        pass
+    with h5py.File(path, "r", swmr=True) as f:
+        chunk = f["clean"].id.get_chunk_info(1)
+    _damage(path, chunk.byte_offset + chunk.size // 2, 6)
+    before = path.read_bytes()
+    with pytest.raises(StoreFormatError, match="k.h5 is damaged: cannot read the rows of the unfinished run"):
+        PairStoreWriter.resume(path, {}, rows=2, image_shape=(8, 8, 3))
+    assert path.read_bytes() == before
 
 
 def test_finish_waits_for_a_reader_of_the_partial(tmp_path):
