@@ -25,7 +25,7 @@ import advkit
 from advkit.attacks.autoattack import RAND_EOT_SAMPLES
 from advkit.bench import robustness
 from advkit.bench.report import at_least_as_good, write_report
-from advkit.errors import UsageError
+from advkit.errors import UnknownNameError, UsageError
 from advkit.utils import atomic_path
 
 SUITES = ("advfilter", "pasadena")
@@ -173,7 +173,6 @@ def recorded_model(store: Any) -> str:
 def adv_stores_by_model(paths: list[str]) -> dict[str, str]:
     """Map each pair store to the model it was attacked against (its recorded registry name)."""
     from advkit.data.store import PairStore
-
     from advkit.models import get_model_spec
 
     stores: dict[str, str] = {}
@@ -182,7 +181,7 @@ def adv_stores_by_model(paths: list[str]) -> dict[str, str]:
             name = recorded_model(store)
             try:
                 size = tuple(get_model_spec(name).input_size)
-            except UsageError:  # (a model bench does not know: refused as no --model below)
+            except UnknownNameError:  # (a model bench does not know: refused as no --model below)
                 size = tuple(store.info.image_shape[:2])
             if tuple(store.info.image_shape[:2]) != size:  # (a store edited or written by hand)
                 raise UsageError(f"--adv {path} holds {store.info.image_shape[0]}x{store.info.image_shape[1]} "
