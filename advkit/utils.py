@@ -75,21 +75,32 @@ def exclusive_run(target: str | os.PathLike[str]) -> Iterator[None]:
 
     The lock is an advisory ``flock`` on a hidden ``.NAME.lock`` beside ``target``, released by the
     kernel when its holder dies (a killed run never leaves a stale lock) and removed on exit. Where
-    the folder or the filesystem allows no lock file, the block runs unlocked.
+    the platform, the folder or the filesystem allows no lock file, the block runs unlocked.
     """
+    target = Path(target)
+    lock = target.with_name(f".{target.name}.lock")
+    fd = _take_lock(lock, target)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+            os.close(fd)
+
+
+def _take_lock(lock: Path, target: Path) -> int | None:
+    """An open descriptor of ``lock`` holding its exclusive ``flock``, None where no lock can be
+    taken; `OutputError` where another process holds it."""
     try:
         import fcntl
     except ImportError:  # (no flock on this platform)
-        yield
-        return
-    target = Path(target)
-    lock = target.with_name(f".{target.name}.lock")
+        return None
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError:
-            yield
-            return
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -98,21 +109,13 @@ def exclusive_run(target: str | os.PathLike[str]) -> Iterator[None]:
                               "wait for it to finish") from None
         except OSError:  # (a filesystem without locks)
             os.close(fd)
-            yield
-            return
+            return None
         # The holder before us may have removed the lock file between our open and our flock.
         try:
-            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
         except FileNotFoundError:
-            current = False
-        if current:
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            lock.unlink()
+            pass
         os.close(fd)
 
 

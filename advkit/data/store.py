@@ -675,13 +675,7 @@ class PairStoreWriter:
         except OSError as exc:
             if not _is_held_by_writer(exc):
                 raise
-            try:
-                killed = h5py.File(path, "r", swmr=True)
-            except OSError as exc2:
-                raise StoreFormatError(f"{path}: the unfinished store cannot be recovered; use --overwrite") from exc2
-            with killed, reading(path, "its layout"):  # (checked before anything is rewritten)
-                _check_resumable(killed, path, config, rows, image_shape)
-            _recover_killed_store(path)
+            _recover_killed_store(path, lambda killed: _check_resumable(killed, path, config, rows, image_shape))
             f = open_h5(path, "r+", libver="latest")
         try:
             with reading(path, "its layout"):
@@ -770,8 +764,9 @@ def _check_resumable(
                                "unfinished store: use --overwrite")
 
 
-def _recover_killed_store(path: Path) -> None:
-    """Copy the done rows of a store whose writer was killed into a clean file at the same path.
+def _recover_killed_store(path: Path, check: Callable[[h5py.File], None]) -> None:
+    """Copy the done rows of a store whose writer was killed into a clean file at the same path,
+    once ``check`` (given the file, read through SWMR) has passed: a file refused is left as it is.
 
     SWMR writes keep the file consistent for readers at every instant, and rows are marked done
     only after their pixels were flushed, so every done row read back here is complete.
@@ -782,29 +777,36 @@ def _recover_killed_store(path: Path) -> None:
         src = h5py.File(path, "r", swmr=True)
     except OSError as exc:
         raise StoreFormatError(f"{path}: the unfinished store cannot be recovered; use --overwrite") from exc
-    with src, atomic_path(path, suffix=".recover") as tmp, reading(path, "the rows of the unfinished run"):
-        _validate(src, path)
-        done = src["done"][...]
-        with h5py.File(tmp, "w", libver="latest") as dst:
-            for key, value in src.attrs.items():
-                dst.attrs[key] = value
-            for name in src:
-                sds = src[name]
-                dds = dst.create_dataset(
-                    name,
-                    shape=sds.shape,
-                    dtype=sds.dtype,
-                    chunks=sds.chunks,
-                    compression=sds.compression,
-                    compression_opts=sds.compression_opts,
-                    shuffle=sds.shuffle,
-                    fillvalue=sds.fillvalue,
-                )
-                if name in IMAGE_FIELDS:
-                    for r in np.flatnonzero(done):
-                        dds[r] = sds[r]
-                else:
-                    dds[...] = np.where(done, sds[...], sds.fillvalue) if name != "done" else done
+    with src:
+        with reading(path, "its layout"):
+            check(src)
+        with atomic_path(path, suffix=".recover") as tmp, reading(path, "the rows of the unfinished run"):
+            _copy_done_rows(src, tmp)
+
+
+def _copy_done_rows(src: h5py.File, tmp: Path) -> None:
+    """Write ``src``'s attributes and done rows (other rows: fill values) into a new file ``tmp``."""
+    done = src["done"][...]
+    with h5py.File(tmp, "w", libver="latest") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        for name in src:
+            sds = src[name]
+            dds = dst.create_dataset(
+                name,
+                shape=sds.shape,
+                dtype=sds.dtype,
+                chunks=sds.chunks,
+                compression=sds.compression,
+                compression_opts=sds.compression_opts,
+                shuffle=sds.shuffle,
+                fillvalue=sds.fillvalue,
+            )
+            if name in IMAGE_FIELDS:
+                for r in np.flatnonzero(done):
+                    dds[r] = sds[r]
+            else:
+                dds[...] = np.where(done, sds[...], sds.fillvalue) if name != "done" else done
 
 
 def config_difference(a: Any, b: Any, prefix: str = "") -> str:

@@ -357,10 +357,9 @@ def _train_denoiser(
                                    cfg.fusion_loss)
             if not bool(torch.isfinite(loss.detach())):
                 # One NaN step turns every weight NaN, and the run would save that as its best model.
-                bad_rows = not (bool(torch.isfinite(adv).all()) and bool(torch.isfinite(clean).all()))
-                why = ("the batch holds non-finite pixels (check the store: advkit store verify)" if bad_rows
-                       else f"lower --lr ({lr:g} at this step) or drop --amp")
-                raise AdvkitError(f"training loss is {float(loss.detach()):g} at epoch {epoch + 1}, step {step + 1}: {why}")
+                # (The pixels are finite: the store's reader refuses rows with non-finite deltas.)
+                raise AdvkitError(f"training loss is {float(loss.detach()):g} at epoch {epoch + 1}, "
+                                  f"step {step + 1}: lower --lr ({lr:g} at this step) or drop --amp")
             optimizer.zero_grad(set_to_none=True)
             loss.float().backward()
             optimizer.step()
