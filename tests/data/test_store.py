@@ -246,12 +246,16 @@ def _process_holding(path, code):
         proc.wait()
 
 
-def _killed_writer(path, config):
-    """A partial store whose writer was killed (HDF5's open-for-write mark left in the file)."""
-    code = ("import sys; from advkit.data.store import PairStoreWriter as W; "
-            "w = W.create(sys.argv[1], rows=2, image_shape=(4, 4, 3), source={}, model='m', attack={}, seed=0, "
-            f"class_names=None, precision='fp32', config={config!r}); "
-            "print('open', flush=True); import time; time.sleep(60)")
+def _killed_writer(path, config, size=4, write_rows=False):
+    """A partial store of 2 rows of ``size``×``size`` images (written, with ``write_rows``) whose
+    writer was killed (HDF5's open-for-write mark left in the file)."""
+    code = ("import sys, numpy as np; from advkit.data.store import PairStoreWriter as W; "
+            f"w = W.create(sys.argv[1], rows=2, image_shape=({size}, {size}, 3), source={{}}, model='m', "
+            f"attack={{}}, seed=0, class_names=None, precision='fp32', config={config!r}); z = np.zeros(2, np.int64); "
+            + (f"w.write_rows(0, clean=np.random.default_rng(0).integers(0, 256, (2, {size}, {size}, 3), "
+               f"dtype=np.uint8), delta=np.zeros((2, {size}, {size}, 3), np.float16), label=z, "
+               "eps=np.ones(2, np.float32), source_index=z, pred_clean=z, pred_adv=z); " if write_rows else "")
+            + "print('open', flush=True); import time; time.sleep(60)")
     with _process_holding(path, code):
         pass
 
@@ -274,14 +278,7 @@ def test_a_killed_partial_with_a_damaged_row_is_one_line(tmp_path):
     """Its rows are copied into a fresh file on resume: a chunk that did not decompress was an
     "internal error: OSError"."""
     path = tmp_path / "k.h5"
-    code = ("import sys, numpy as np; from advkit.data.store import PairStoreWriter as W; "
-            "w = W.create(sys.argv[1], rows=2, image_shape=(8, 8, 3), source={}, model='m', attack={}, seed=0, "
-            "class_names=None, precision='fp32', config={}); z = np.zeros(2, np.int64); "
-            "w.write_rows(0, clean=np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8), "
-            "delta=np.zeros((2, 8, 8, 3), np.float16), label=z, eps=np.ones(2, np.float32), source_index=z, "
-            "pred_clean=z, pred_adv=z); print('open', flush=True); import time; time.sleep(60)")
-    with _process_holding(path, code):
-        pass
+    _killed_writer(path, {}, size=8, write_rows=True)
     with h5py.File(path, "r", swmr=True) as f:
         chunk = f["clean"].id.get_chunk_info(1)
     _damage(path, chunk.byte_offset + chunk.size // 2, 6)
